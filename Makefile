@@ -1,0 +1,29 @@
+# Everything a fresh machine needs: a venv, the package (its build hook compiles the
+# QuickJS-NG guest from the pinned PyPI sdist with the ziglang wheel) and the dev tools.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.clambot-installed
+
+.PHONY: demo test lint bench install
+
+$(STAMP): pyproject.toml hatch_build.py quickjs_wasm/guest.c quickjs_wasm/build.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check clambot_tools tests bench examples quickjs_wasm hatch_build.py
+	$(PY) -m mypy
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/run.py

@@ -1,0 +1,33 @@
+"""ClamBot Tools: run the JavaScript an AI agent writes, without trusting it.
+
+Scripts run in QuickJS-NG compiled to WebAssembly, executed by Wasmtime, with no
+ambient authority: the only things a script can reach are the bindings you grant.
+
+    >>> from clambot_tools import Sandbox, Limits
+    >>> Sandbox(limits=Limits(timeout_s=2)).run("[1, 2, 3].map(x => x * 2)").value
+    [2, 4, 6]
+"""
+
+from ._bindings import Binding, Effect, binding
+from ._errors import ClamBotError, ConfigError, ErrorKind, GuestUnavailableError
+from ._limits import Limits
+from ._policy import Policy
+from ._result import LogEntry, RunError, RunResult, RunStats
+from ._sandbox import Sandbox
+
+__all__ = [
+    "Binding",
+    "ClamBotError",
+    "ConfigError",
+    "Effect",
+    "ErrorKind",
+    "GuestUnavailableError",
+    "Limits",
+    "LogEntry",
+    "Policy",
+    "RunError",
+    "RunResult",
+    "RunStats",
+    "Sandbox",
+    "binding",
+]

@@ -1,0 +1,204 @@
+"""Bindings: the Python callables a script may reach as ``await tools.<name>(args)``."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast, overload
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from ._errors import ConfigError
+
+Effect = Literal["read", "write", "network"]
+EFFECTS: tuple[Effect, ...] = ("read", "write", "network")
+_NAME = re.compile(r"^[^\x00]{1,128}$")
+
+
+class BindingArgumentError(Exception):
+    """The script passed arguments the binding's schema refuses (a JS TypeError)."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A Python callable granted to scripts, with its schema and declared effects.
+
+    Attributes:
+        name: the property of ``tools`` it appears as in JS.
+        func: the callable (sync or async); called with keyword arguments.
+        description: what it does, for the model.
+        effects: what it may do to the world: ``read``, ``write``, ``network``.
+        args_model: the pydantic model that validates the arguments.
+        is_async: whether ``func`` returns an awaitable.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    description: str
+    effects: tuple[Effect, ...]
+    args_model: type[BaseModel]
+    is_async: bool
+    var_keyword: bool = False
+
+    def validate(self, args: Any) -> dict[str, Any]:
+        """Turn the JSON arguments of a call into keyword arguments.
+
+        Raises BindingArgumentError with a message fit for the script.
+        """
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise BindingArgumentError(
+                f"tools.{self.name} takes one object of named arguments, "
+                f"not {_js_type(args)}"
+            )
+        try:
+            model = self.args_model.model_validate(args)
+        except ValidationError as exc:
+            parts = []
+            for err in exc.errors(include_url=False):
+                loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+                parts.append(f"{loc}: {err['msg']}")
+            raise BindingArgumentError(
+                f"invalid arguments for tools.{self.name}: " + "; ".join(parts)
+            ) from None
+        kwargs = {k: getattr(model, k) for k in type(model).model_fields}
+        if self.var_keyword and model.model_extra:
+            kwargs.update(model.model_extra)
+        return kwargs
+
+
+def _js_type(v: Any) -> str:
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    return type(v).__name__
+
+
+def _model_from_signature(func: Callable[..., Any], name: str) -> tuple[type[BaseModel], bool]:
+    sig = inspect.signature(func)
+    fields: dict[str, Any] = {}
+    var_kw = False
+    for p in sig.parameters.values():
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            var_kw = True
+            continue
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.POSITIONAL_ONLY):
+            raise ConfigError(
+                f"binding {name!r}: parameter {p.name!r} cannot be passed by name; "
+                "bindings are called with keyword arguments"
+            )
+        ann = Any if p.annotation is inspect.Parameter.empty else p.annotation
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (ann, default)
+    config = ConfigDict(extra="allow" if var_kw else "forbid", strict=True,
+                        arbitrary_types_allowed=True)
+    model = create_model(f"{_camel(name)}Args", __config__=config, **fields)
+    return model, var_kw
+
+
+def _camel(name: str) -> str:
+    parts = re.split(r"[^0-9A-Za-z]+", name)
+    return "".join(p[:1].upper() + p[1:] for p in parts if p) or "Tool"
+
+
+@overload
+def binding(
+    func: Callable[..., Any],
+    *,
+    name: str | None = ...,
+    description: str | None = ...,
+    args_schema: type[BaseModel] | None = ...,
+    effects: Sequence[Effect] = ...,
+) -> Binding: ...
+
+
+@overload
+def binding(
+    func: None = ...,
+    *,
+    name: str | None = ...,
+    description: str | None = ...,
+    args_schema: type[BaseModel] | None = ...,
+    effects: Sequence[Effect] = ...,
+) -> Callable[[Callable[..., Any]], Binding]: ...
+
+
+def binding(
+    func: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    args_schema: type[BaseModel] | None = None,
+    effects: Sequence[Effect] = ("read",),
+) -> Binding | Callable[[Callable[..., Any]], Binding]:
+    """Turn a Python callable into a binding scripts can call as ``tools.<name>({...})``.
+
+    Usable as ``binding(f, ...)`` or as a decorator ``@binding(...)`` / ``@binding``.
+    The argument schema comes from ``args_schema`` or else from the signature
+    (annotations are validated strictly; ``**kwargs`` accepts extra keys).
+
+    Raises ConfigError for an empty or NUL-containing name, an unknown effect, or a
+    signature whose parameters cannot be passed by name.
+    """
+    if func is None:
+        def decorate(f: Callable[..., Any]) -> Binding:
+            return binding(f, name=name, description=description, args_schema=args_schema,
+                           effects=effects)
+        return decorate
+    if isinstance(func, Binding):
+        return func
+    if not callable(func):
+        raise ConfigError(f"binding() needs a callable, got {type(func).__name__}")
+    bname = name if name is not None else getattr(func, "__name__", None)
+    if not isinstance(bname, str) or not _NAME.match(bname):
+        raise ConfigError(f"invalid binding name {bname!r}: use 1-128 characters, no NUL")
+    bad = [e for e in effects if e not in EFFECTS]
+    if bad:
+        raise ConfigError(f"binding {bname!r}: unknown effects {bad}; use {list(EFFECTS)}")
+    if args_schema is not None:
+        if not (isinstance(args_schema, type) and issubclass(args_schema, BaseModel)):
+            raise ConfigError(f"binding {bname!r}: args_schema must be a pydantic model class")
+        model, var_kw = args_schema, False
+    else:
+        model, var_kw = _model_from_signature(func, bname)
+    desc = description if description is not None else inspect.getdoc(func) or ""
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)
+    )
+    return Binding(bname, func, desc.strip(), tuple(effects), model, is_async, var_kw)
+
+
+def to_json_bytes(value: Any) -> bytes:
+    """A binding's return value as JSON for the guest (NaN and infinities become null,
+    as JSON.stringify would). Raises TypeError/ValueError if it is not JSON data."""
+    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":")).encode("utf-8", "surrogatepass")
+
+
+def _finite(v: Any, depth: int = 0) -> Any:
+    if depth > 500:
+        raise ValueError("the result is nested too deeply")
+    if isinstance(v, float):
+        return v if v == v and v not in (float("inf"), float("-inf")) else None
+    if isinstance(v, dict):
+        return {k if isinstance(k, str) else _key(k): _finite(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x, depth + 1) for x in v]
+    if isinstance(v, BaseModel):
+        return _finite(v.model_dump(mode="json"), depth + 1)
+    return v
+
+
+def _key(k: Any) -> str:
+    if isinstance(k, (int, float, bool)) or k is None:
+        return cast(str, json.dumps(k))
+    raise TypeError(f"dict keys must be strings, not {type(k).__name__}")

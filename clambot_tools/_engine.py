@@ -1,0 +1,270 @@
+"""The shared Wasmtime engine: configuration, the compiled guest, its disk cache, the ticker.
+
+One engine per configuration (with or without fuel) lives for the whole process. The
+guest module is compiled once per process; the compiled artifact is cached on disk,
+keyed by the guest's hash, the wasmtime version and the engine settings.
+
+A compiled module is native code that Wasmtime trusts completely, so the cache lives in
+a directory only the current user can write, every file carries a checksum of its
+payload, files are written atomically, and anything unexpected (wrong owner, loose
+permissions, bad checksum, a refusal from wasmtime) means "compile again", never "fail".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.resources
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import wasmtime
+from wasmtime import _bindings
+
+from ._errors import GuestUnavailableError
+
+#: Wasm code may use this much of the native (thread) stack. JS recursion mostly lives
+#: here; QuickJS's own limit (on the C stack in linear memory) is set to trip first.
+NATIVE_STACK_BYTES = 5 * 1024 * 1024
+#: Wasmtime refuses a max_wasm_stack larger than its async stack size.
+_ASYNC_STACK_BYTES = NATIVE_STACK_BYTES + 1024 * 1024
+#: The ticker wakes at least this often while runs are active (epoch granularity).
+TICK_S = 0.005
+_CACHE_MAGIC = b"CLAMBOT-CWASM-1\n"
+_WASMTIME_VERSION = "50.0.1"
+
+
+def guest_wasm_bytes() -> bytes:
+    """Return the bytes of the guest module shipped in the package.
+
+    Raises GuestUnavailableError when the package was installed without its guest.
+    """
+    override = os.environ.get("CLAMBOT_GUEST_WASM_RUNTIME")
+    try:
+        if override:
+            return Path(override).read_bytes()
+        return importlib.resources.files("clambot_tools").joinpath("_guest.wasm").read_bytes()
+    except OSError as exc:
+        raise GuestUnavailableError(
+            "clambot_tools/_guest.wasm is missing: install the package with pip so its "
+            "build hook compiles the guest (see quickjs_wasm/BUILD.md)"
+        ) from exc
+
+
+def _make_config(fuel: bool) -> wasmtime.Config:
+    cfg = wasmtime.Config()
+    cfg.epoch_interruption = True
+    cfg.consume_fuel = fuel
+    cfg.cranelift_opt_level = "speed"
+    # The memory never moves, so the ticker may write the interrupt flag at a fixed address.
+    cfg.memory_may_move = False
+    _bindings.wasmtime_config_async_stack_size_set(cfg.ptr(), _ASYNC_STACK_BYTES)
+    cfg.max_wasm_stack = NATIVE_STACK_BYTES
+    return cfg
+
+
+def _settings_key(fuel: bool) -> str:
+    return (
+        f"wasmtime={_WASMTIME_VERSION};fuel={int(fuel)};stack={NATIVE_STACK_BYTES};"
+        f"async={_ASYNC_STACK_BYTES};opt=speed;epoch=1;move=0"
+    )
+
+
+def cache_dir() -> Path | None:
+    """The private directory for compiled modules, or None if no safe one exists."""
+    root = os.environ.get("CLAMBOT_CACHE_DIR")
+    if root:
+        path = Path(root)
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(base) / "clambot-tools"
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.stat()
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return None
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return None
+    return path
+
+
+def _load_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            fd = -1
+            blob = fh.read()
+    except OSError:
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    head = len(_CACHE_MAGIC)
+    if blob[:head] != _CACHE_MAGIC or len(blob) < head + 32:
+        return None
+    digest, payload = blob[head : head + 32], blob[head + 32 :]
+    if hashlib.sha256(payload).digest() != digest:
+        return None
+    try:
+        return wasmtime.Module.deserialize(engine, payload)
+    except Exception:
+        return None
+
+
+def _store_cached(path: Path, module: wasmtime.Module) -> None:
+    payload = bytes(module.serialize())
+    blob = _CACHE_MAGIC + hashlib.sha256(payload).digest() + payload
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def cached_module(
+    engine: wasmtime.Engine, key_material: bytes, fuel: bool, produce: Callable[[], bytes]
+) -> wasmtime.Module:
+    """A module from the disk cache under a key made from `key_material` and the engine
+    settings; on a miss, compile ``produce()`` and store it."""
+    key = hashlib.sha256(key_material + b"\0" + _settings_key(fuel).encode()).hexdigest()
+    directory = cache_dir()
+    path = directory / f"guest-{key}.cwasm" if directory is not None else None
+    if path is not None:
+        module = _load_cached(engine, path)
+        if module is not None:
+            return module
+    module = wasmtime.Module(engine, produce())
+    if path is not None:
+        _store_cached(path, module)
+    return module
+
+
+@dataclass
+class _Watch:
+    deadline: float
+    address: int
+    fired: bool = False
+
+
+@dataclass
+class Ticker:
+    """One thread per engine: advances the epoch and raises the interrupt flag of runs
+    whose deadline has passed. It sleeps while no run is active."""
+
+    engine: wasmtime.Engine
+    _watches: dict[int, _Watch] = field(default_factory=dict)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
+    _thread: threading.Thread | None = None
+    _next_id: int = 0
+    _last_tick: float = 0.0
+
+    def watch(self, deadline: float, address: int) -> int:
+        """Register a run: at `deadline` (time.monotonic) write 1 to the int32 at `address`."""
+        with self._lock:
+            self._next_id += 1
+            token = self._next_id
+            self._watches[token] = _Watch(deadline, address)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="clambot-epoch-ticker", daemon=True
+                )
+                self._thread.start()
+            self._lock.notify()
+            return token
+
+    def unwatch(self, token: int) -> None:
+        """Forget a run; after this returns the ticker never touches its address again."""
+        with self._lock:
+            self._watches.pop(token, None)
+
+    def _loop(self) -> None:
+        with self._lock:
+            while True:
+                while not self._watches:
+                    self._lock.wait()
+                now = time.monotonic()
+                soonest = now + TICK_S
+                for w in self._watches.values():
+                    if not w.fired:
+                        if w.deadline <= now:
+                            ctypes.c_int32.from_address(w.address).value = 1
+                            w.fired = True
+                        else:
+                            soonest = min(soonest, w.deadline)
+                # never faster than TICK_S, so an epoch deadline is never reached early
+                if now - self._last_tick >= TICK_S:
+                    self.engine.increment_epoch()
+                    self._last_tick = now
+                self._lock.wait(max(0.0, soonest - time.monotonic()))
+
+
+@dataclass
+class Runtime:
+    """An engine, the guest's bytes, the engine's ticker; the plain module on demand."""
+
+    engine: wasmtime.Engine
+    wasm: bytes
+    ticker: Ticker
+    fuel: bool
+    _module: wasmtime.Module | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def plain_module(self) -> wasmtime.Module:
+        """The guest as built (not initialised), compiled through the cache.
+
+        Raises GuestUnavailableError if it does not compile.
+        """
+        with self._lock:
+            if self._module is None:
+                try:
+                    self._module = cached_module(
+                        self.engine, self.wasm, self.fuel, lambda: self.wasm
+                    )
+                except wasmtime.WasmtimeError as exc:
+                    raise GuestUnavailableError(
+                        f"the guest module does not compile: {exc}"
+                    ) from exc
+            return self._module
+
+
+_runtimes: dict[bool, Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def get_runtime(fuel: bool = False) -> Runtime:
+    """The process-wide runtime for an engine with or without fuel metering.
+
+    Raises GuestUnavailableError if the guest module is missing.
+    """
+    rt = _runtimes.get(fuel)
+    if rt is not None:
+        return rt
+    with _runtimes_lock:
+        rt = _runtimes.get(fuel)
+        if rt is None:
+            engine = wasmtime.Engine(_make_config(fuel))
+            rt = Runtime(engine, guest_wasm_bytes(), Ticker(engine), fuel)
+            _runtimes[fuel] = rt
+    return rt

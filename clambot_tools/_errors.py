@@ -1,0 +1,56 @@
+"""Errors of ClamBot Tools.
+
+Two families, for two audiences:
+
+* Problems inside a script (a syntax error, an exception, a limit hit, a denied tool call)
+  are *results*, not exceptions: ``Sandbox.run`` returns a ``RunResult`` whose ``error``
+  is a ``RunError`` with a ``kind``. Nothing a script does raises in the host.
+
+* Problems of the host program (a bad argument to our API, a package installed without
+  its guest) raise exceptions from this tree::
+
+      ClamBotError                  base of everything raised by this package
+      ├── ConfigError               invalid Limits, bindings or other arguments (also a ValueError)
+      └── GuestUnavailableError     the compiled guest is missing or does not load
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+#: What went wrong in a run, from the model's point of view: what to fix next.
+ErrorKind = Literal[
+    "timeout",  # the wall-clock limit (or the fuel budget) ran out
+    "memory",  # the script needed more than the memory limit
+    "stack",  # recursion went deeper than the stack limit
+    "output_limit",  # logs or the result exceeded their byte caps
+    "syntax",  # the script does not parse
+    "runtime",  # an uncaught JS exception, or a result that cannot become JSON
+    "binding_denied",  # a tool call the policy refused, left uncaught
+    "binding_failed",  # a tool call that failed in the host, left uncaught
+    "internal",  # a fault of the engine itself; the host survived it
+]
+
+ERROR_KINDS: tuple[ErrorKind, ...] = (
+    "timeout",
+    "memory",
+    "stack",
+    "output_limit",
+    "syntax",
+    "runtime",
+    "binding_denied",
+    "binding_failed",
+    "internal",
+)
+
+
+class ClamBotError(Exception):
+    """Base class of every exception this package raises."""
+
+
+class ConfigError(ClamBotError, ValueError):
+    """Raised when an argument to the API is invalid (limits, bindings, code type)."""
+
+
+class GuestUnavailableError(ClamBotError):
+    """Raised when the compiled guest module is missing or cannot be loaded."""

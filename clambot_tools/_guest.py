@@ -1,0 +1,344 @@
+"""The guest's ABI: one QuickJS-NG instance in its own Wasmtime store.
+
+Every call into the guest and every host function goes through Wasmtime's *unchecked*
+C API (``wasmtime_func_call_unchecked`` / ``wasmtime_func_new_unchecked``): the
+high-level wasmtime-py paths cost 5-8x more per crossing (DESIGN.md, Performance).
+The types of every export and import are checked once, when the module is prepared.
+All raw calls of the package live in this module.
+
+Memory: the engine is configured so linear memory never moves, so its base address is
+read once. Every read or write the guest asks for is bounds-checked against the current
+memory size first: a guest corrupted by a hostile script must not make the host touch
+memory outside its sandbox.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import time
+from collections.abc import Callable
+from ctypes import POINTER, byref
+from dataclasses import dataclass
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from ._errors import ErrorKind
+from ._image import StartImage
+
+ST_DONE, ST_ERROR, ST_WAIT = 0, 1, 2
+_ABORT_KINDS: dict[int, ErrorKind] = {1: "memory"}
+
+_VAL = ffi.wasmtime_val_raw
+_CALLBACK = ffi.wasmtime_func_unchecked_callback_t
+_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()
+
+#: live guests by id; host functions find their guest through the id in their env pointer
+_LIVE: dict[int, Guest] = {}
+_ids = itertools.count(1)
+
+
+class GuestTrap(Exception):
+    """The guest stopped abruptly; `kind` says why. The instance must be discarded."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: ErrorKind = kind
+        self.message = message
+
+
+@dataclass
+class Outcome:
+    """What one step of the guest produced."""
+
+    state: int
+    payload: bytes
+    pending: int
+    next_timer_ms: int
+    mem_used: int
+
+
+# ---------------------------------------------------------------- host functions
+
+
+def _trap_ptr(message: bytes) -> int:
+    trap = ffi.wasmtime_trap_new(message, len(message))
+    return ctypes.cast(trap, ctypes.c_void_p).value or 0
+
+
+def _host(fn: Callable[[Guest, ctypes.Array[_VAL]], int | None]) -> _CALLBACK:
+    """Wrap a host function: find its guest, never let a Python exception escape."""
+
+    def entry(env: int | None, caller: object, args: ctypes.Array[_VAL], nargs: int) -> int:
+        guest = _LIVE.get(env or 0)
+        if guest is None:
+            return _trap_ptr(b"clambot: guest is gone")
+        try:
+            if fn(guest, args) is None:
+                return 0
+            return _trap_ptr(b"clambot: run stopped by the host")
+        except BaseException as exc:  # noqa: BLE001 - must not cross the C boundary
+            guest.abort_kind = "internal"
+            guest.abort_message = f"host function failed: {type(exc).__name__}"
+            return _trap_ptr(b"clambot: host function failed")
+
+    return _CALLBACK(entry)
+
+
+def _h_log(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+    level, data = a[0].i32, g.read(a[1].i32, a[2].i32)
+    a[0].i32 = 0
+    if g.on_log(level, data):
+        return None
+    g.abort_kind = "output_limit"
+    g.abort_message = "console output exceeded the log limit"
+    return 1
+
+
+def _h_call(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+    call_id, tool, data = a[0].i32, a[1].i32, g.read(a[2].i32, a[3].i32)
+    a[0].i32 = 0
+    g.on_call(call_id, tool, data)
+    return None
+
+
+def _h_abort(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+    kind = _ABORT_KINDS.get(a[0].i32, "internal")
+    g.abort_kind = kind
+    g.abort_message = "the script exceeded the memory limit" if kind == "memory" else "guest abort"
+    return 1
+
+
+def _h_fd_write(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+    fd, iovs, count, out = a[0].i32, a[1].i32, a[2].i32, a[3].i32
+    chunks = []
+    total = 0
+    raw = g.read(iovs, 8 * max(0, min(count, 1024)))
+    for i in range(len(raw) // 8):
+        ptr = int.from_bytes(raw[8 * i : 8 * i + 4], "little")
+        n = int.from_bytes(raw[8 * i + 4 : 8 * i + 8], "little")
+        chunks.append(g.read(ptr, n))
+        total += n
+    g.write(out, total.to_bytes(4, "little"))
+    a[0].i32 = 0
+    if fd in (1, 2) and total and not g.on_log(3 if fd == 2 else 0, b"".join(chunks)):
+        g.abort_kind = "output_limit"
+        g.abort_message = "console output exceeded the log limit"
+        return 1
+    return None
+
+
+def _h_clock(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+    clock_id, out = a[0].i32, a[2].i32
+    if g.frozen_clock:  # while building the start image: keep it reproducible
+        now = 0
+    else:
+        now = time.time_ns() if clock_id == 0 else time.monotonic_ns()
+    g.write(out, now.to_bytes(8, "little"))
+    a[0].i32 = 0
+    return None
+
+
+def _errno(code: int) -> Callable[[Guest, ctypes.Array[_VAL]], int | None]:
+    def stub(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+        a[0].i32 = code
+        return None
+
+    return stub
+
+
+_EBADF, _ESPIPE = 8, 70
+_HOST_FUNCS: dict[tuple[str, str], _CALLBACK] = {
+    ("clambot", "log"): _host(_h_log),
+    ("clambot", "call"): _host(_h_call),
+    ("clambot", "abort"): _host(_h_abort),
+    ("wasi_snapshot_preview1", "fd_write"): _host(_h_fd_write),
+    ("wasi_snapshot_preview1", "clock_time_get"): _host(_h_clock),
+    ("wasi_snapshot_preview1", "fd_close"): _host(_errno(_EBADF)),
+    ("wasi_snapshot_preview1", "fd_seek"): _host(_errno(_ESPIPE)),
+    ("wasi_snapshot_preview1", "fd_fdstat_get"): _host(_errno(_EBADF)),
+}
+
+
+# ---------------------------------------------------------------- the instance
+
+
+def _noop_log(level: int, data: bytes) -> bool:
+    return True
+
+
+def _noop_call(call_id: int, tool: int, data: bytes) -> None:
+    return None
+
+
+class Guest:
+    """One guest instance in its own store. Not thread-safe: one run at a time."""
+
+    def __init__(
+        self,
+        image: StartImage,
+        *,
+        memory_limit_bytes: int,
+        fuel: int | None = None,
+    ) -> None:
+        rt = image.runtime
+        self.id = next(_ids)
+        self.abort_kind: ErrorKind | None = None
+        self.abort_message = ""
+        self.frozen_clock = image.needs_init
+        self.on_log: Callable[[int, bytes], bool] = _noop_log
+        self.on_call: Callable[[int, int, bytes], None] = _noop_call
+        self.store = wasmtime.Store(rt.engine)
+        self.store.set_limits(memory_size=memory_limit_bytes)
+        self.store.set_epoch_deadline(1 << 62)
+        self._ctx = self.store._context()
+        self.fuel = fuel
+        if fuel is not None:
+            ffi.wasmtime_context_set_fuel(self._ctx, fuel)
+        imports = []
+        for mod, name, ftype in image.imports:
+            raw = ffi.wasmtime_func_t()
+            ffi.wasmtime_func_new_unchecked(
+                self._ctx, ftype.ptr(), _HOST_FUNCS[(mod, name)], self.id, _NO_FINALIZER, byref(raw)
+            )
+            imports.append(wasmtime.Func._from_raw(raw))
+        _LIVE[self.id] = self
+        try:
+            instance = wasmtime.Instance(self.store, image.module, imports)
+        except BaseException:
+            _LIVE.pop(self.id, None)
+            raise
+        exports = instance.exports(self.store)
+        mem = exports["memory"]
+        assert isinstance(mem, wasmtime.Memory)
+        self._mem = mem._memory
+        self._funcs = {}
+        for name in image.export_names:
+            f = exports[name]
+            assert isinstance(f, wasmtime.Func)
+            self._funcs[name] = f._func
+        self._vals = (_VAL * 8)()
+        self.base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, byref(self._mem)),
+                                ctypes.c_void_p).value or 0
+        self._io = 0
+        self.interrupt_address = 0
+        self.closed = False
+        if image.needs_init:
+            self.call("_initialize")
+            if self.call("cb_init", image.stack_bytes) != 0:
+                raise GuestTrap("internal", "guest initialisation failed")
+            self.frozen_clock = False
+        self._io = self.call("cb_io")
+        self.interrupt_address = self.base + self.call("cb_interrupt_addr")
+
+    # -- memory
+
+    def size(self) -> int:
+        return int(ffi.wasmtime_memory_data_size(self._ctx, byref(self._mem)))
+
+    def read(self, ptr: int, length: int) -> bytes:
+        """Bytes [ptr, ptr+length) of linear memory; refuses anything out of bounds."""
+        ptr &= 0xFFFFFFFF
+        if length < 0 or ptr + length > self.size():
+            raise GuestTrap("internal", "the guest asked for memory out of bounds")
+        return ctypes.string_at(self.base + ptr, length)
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Write `data` at `ptr` in linear memory; refuses anything out of bounds."""
+        ptr &= 0xFFFFFFFF
+        if ptr + len(data) > self.size():
+            raise GuestTrap("internal", "the guest asked for memory out of bounds")
+        ctypes.memmove(self.base + ptr, data, len(data))
+
+    def interrupt(self) -> None:
+        """Ask QuickJS to stop at its next interrupt check (safe from any thread)."""
+        ctypes.c_int32.from_address(self.interrupt_address).value = 1
+
+    # -- calls
+
+    def call(self, name: str, *args: int) -> int:
+        """Call an export with integer arguments; returns its i32 result (or 0).
+
+        Raises GuestTrap when the guest traps, whatever the reason.
+        """
+        vals = self._vals
+        for i, v in enumerate(args):
+            vals[i].i64 = v
+        trap = POINTER(ffi.wasm_trap_t)()
+        err = ffi.wasmtime_func_call_unchecked(
+            self._ctx, byref(self._funcs[name]), vals, 8, byref(trap)
+        )
+        if err:
+            werr = wasmtime.WasmtimeError._from_ptr(err)  # takes ownership
+            if self.abort_kind is not None:  # a host function stopped the run
+                raise GuestTrap(self.abort_kind, self.abort_message)
+            raise GuestTrap("internal", f"wasmtime error: {str(werr).splitlines()[0]}")
+        if trap:
+            raise self._trap_error(trap)
+        return int(vals[0].i32)
+
+    def _trap_error(self, trap: object) -> GuestTrap:
+        code = ffi.wasmtime_trap_code_t()
+        has_code = ffi.wasmtime_trap_code(trap, byref(code))
+        t = wasmtime.Trap._from_ptr(trap)  # takes ownership; frees the trap
+        if self.abort_kind is not None:
+            return GuestTrap(self.abort_kind, self.abort_message)
+        if has_code:
+            c = code.value
+            if c == wasmtime.TrapCode.INTERRUPT:
+                return GuestTrap("timeout", "the script ran past its time limit")
+            if c == wasmtime.TrapCode.OUT_OF_FUEL:
+                return GuestTrap("timeout", "the script used up its fuel budget")
+            if c == wasmtime.TrapCode.STACK_OVERFLOW:
+                return GuestTrap("stack", "call stack exhausted (recursion too deep)")
+        return GuestTrap("internal", f"the engine stopped the script: {t.message}")
+
+    def outcome(self, state: int) -> Outcome:
+        """Read the CbIo block after a state change."""
+        raw = self.read(self._io, 20)
+        out_ptr, out_len, pending, next_ms, mem = (
+            int.from_bytes(raw[i : i + 4], "little", signed=True) for i in range(0, 20, 4)
+        )
+        return Outcome(state, self.read(out_ptr, out_len), pending, next_ms, mem)
+
+    def eval(
+        self, names: bytes, code: bytes, mem_limit: int, result_cap: int, stack: int, seed: int
+    ) -> Outcome:
+        """Start a script. `names` is the NUL-separated list of tool names."""
+        buf = self.call("cb_alloc", len(names) + len(code) + 1)
+        if not buf:
+            raise GuestTrap("memory", "no room for the script in guest memory")
+        self.write(buf, names + code + b"\0")
+        return self.outcome(
+            self.call("cb_eval", buf, len(names), len(code), mem_limit, result_cap, stack, seed)
+        )
+
+    def resolve(self, call_id: int, status: int, payload: bytes) -> Outcome:
+        """Settle a pending tool call: status 0 ok (payload is JSON), else an error message."""
+        buf = self.call("cb_alloc", len(payload) + 1)
+        if not buf:
+            raise GuestTrap("memory", "no room for a tool result in guest memory")
+        self.write(buf, payload + b"\0")
+        state = self.call("cb_resolve", call_id, status, buf, len(payload))
+        self.call("cb_free", buf)
+        return self.outcome(state)
+
+    def timers(self) -> Outcome:
+        """Fire the timers that are due."""
+        return self.outcome(self.call("cb_timers"))
+
+    def fuel_used(self) -> int | None:
+        if self.fuel is None:
+            return None
+        left = ctypes.c_uint64()
+        ffi.wasmtime_context_get_fuel(self._ctx, byref(left))
+        return self.fuel - int(left.value)
+
+    def close(self) -> None:
+        """Release the store. Safe to call twice."""
+        if not self.closed:
+            self.closed = True
+            _LIVE.pop(self.id, None)
+            self.store.close()
+

@@ -1,0 +1,102 @@
+"""What a run returns: the value, the logs, the error and some statistics."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from ._errors import ErrorKind
+
+LogLevel = Literal["log", "info", "warn", "error", "debug"]
+LOG_LEVELS: tuple[LogLevel, ...] = ("log", "info", "warn", "error", "debug")
+
+_FRAME = re.compile(r"\(?script\.js:(\d+):(\d+)\)?")
+
+
+class LogEntry(BaseModel):
+    """One console call: its level and its text (arguments joined by spaces)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    level: LogLevel
+    message: str
+
+
+class RunError(BaseModel):
+    """Why a run failed, in the terms a model needs to repair its script.
+
+    Attributes:
+        kind: what happened (see ``ErrorKind``): the category to branch on.
+        name: the JS error's name (``TypeError``...) or the limit's name.
+        message: the JS error's message, or what limit was hit.
+        stack: the JS stack, with ``script.js:LINE:COL`` frames, when there is one.
+        line, column: where in the submitted script the error happened (1-based),
+            when known. The script is run exactly as given, so these are its own lines.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ErrorKind
+    name: str
+    message: str
+    stack: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line}, column {self.column})" if self.line is not None else ""
+        return f"{self.kind}: {self.name}: {self.message}{where}"
+
+    @classmethod
+    def from_js(cls, kind: ErrorKind, name: str, message: str, stack: str | None) -> RunError:
+        """Build a RunError and find the first frame of the user's script in `stack`."""
+        line = column = None
+        if stack:
+            m = _FRAME.search(stack)
+            if m:
+                line, column = int(m.group(1)), int(m.group(2))
+        return cls(kind=kind, name=name, message=message, stack=stack or None,
+                   line=line, column=column)
+
+
+class RunStats(BaseModel):
+    """How much the run used."""
+
+    model_config = ConfigDict(frozen=True)
+
+    duration_ms: float
+    memory_bytes: int | None = None
+    binding_calls: int = 0
+    fuel_used: int | None = None
+
+
+class RunResult(BaseModel):
+    """The outcome of one run.
+
+    Attributes:
+        ok: True when the script finished and its value converted to JSON.
+        value: the JSON value of the script's last expression (awaited if it is a
+            promise); None on error. Beyond JSON: ``undefined`` becomes None, NaN and
+            ±Infinity become floats, -0 stays -0.0, BigInt becomes int, Map becomes a
+            dict keyed by ``String(key)``, Set and typed arrays become lists, Error
+            objects become ``{name, message, stack}``. Functions, symbols, promises
+            and cycles cannot cross: the run fails with kind ``runtime`` naming where.
+        logs: console output in order, each with its level.
+        error: why the run failed, or None.
+        stats: duration and other measurements.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    value: Any = None
+    logs: list[LogEntry] = []
+    error: RunError | None = None
+    stats: RunStats
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"RunResult(ok, value={self.value!r}, logs={len(self.logs)})"
+        return f"RunResult(error={self.error}, logs={len(self.logs)})"

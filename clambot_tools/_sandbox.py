@@ -1,0 +1,350 @@
+"""Sandbox: runs scripts in fresh guest instances and drives their tool calls."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import json
+import math
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ._bindings import Binding, BindingArgumentError, binding, to_json_bytes
+from ._engine import TICK_S
+from ._errors import ConfigError, ErrorKind
+from ._guest import ST_DONE, ST_ERROR, ST_WAIT, Guest, GuestTrap, Outcome
+from ._image import StartImage, start_image
+from ._limits import GUEST_C_STACK_KB, Limits
+from ._policy import Policy
+from ._result import LOG_LEVELS, LogEntry, RunError, RunResult, RunStats
+
+_RESOLVE_OK, _RESOLVE_FAILED, _RESOLVE_DENIED, _RESOLVE_BAD_ARGS = 0, 1, 2, 3
+#: after the soft deadline (QuickJS's interrupt), Wasmtime's epoch trap stops a script
+#: that swallows the interrupt (e.g. `finally { continue }`) this much later
+_HARD_GRACE_S = 0.1
+_MIB = 1 << 20
+
+_TRAP_NAMES: dict[ErrorKind, str] = {
+    "timeout": "TimeoutError",
+    "memory": "MemoryLimitError",
+    "stack": "StackOverflowError",
+    "output_limit": "OutputLimitError",
+    "internal": "InternalError",
+}
+
+_pool: cf.ThreadPoolExecutor | None = None
+_bg_loop: asyncio.AbstractEventLoop | None = None
+_shared_lock = threading.Lock()
+
+
+def _binding_pool() -> cf.ThreadPoolExecutor:
+    global _pool
+    with _shared_lock:
+        if _pool is None:
+            _pool = cf.ThreadPoolExecutor(max_workers=32, thread_name_prefix="clambot-binding")
+        return _pool
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    """An event loop on a daemon thread, for async bindings called from sync `run`."""
+    global _bg_loop
+    with _shared_lock:
+        if _bg_loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="clambot-async-bindings",
+                             daemon=True).start()
+            _bg_loop = loop
+        return _bg_loop
+
+
+class Sandbox:
+    """Runs untrusted JavaScript with no ambient authority.
+
+    Each ``run`` starts from a clean QuickJS instance (globals and prototype changes do
+    not leak between runs); the only ways out are the granted bindings, called as
+    ``await tools.<name>({...})`` and decided by the policy. One Sandbox may be used from
+    many threads at once; runs proceed in parallel (the GIL is released while wasm runs).
+
+    Args:
+        limits: time, memory, stack and output caps (defaults: 5 s, 64 MiB, 1 MiB logs
+            and result).
+        bindings: callables or ``binding(...)`` objects to grant.
+        policy: which calls are allowed (default: every granted binding, 1000 calls).
+
+    Raises:
+        ConfigError: a binding is invalid or two share a name.
+        GuestUnavailableError: the compiled guest is missing or does not load.
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: Limits | None = None,
+        bindings: Iterable[Binding | Any] = (),
+        policy: Policy | None = None,
+    ) -> None:
+        self.limits = limits if limits is not None else Limits()
+        if not isinstance(self.limits, Limits):
+            raise ConfigError("limits must be a clambot_tools.Limits")
+        self.policy = policy if policy is not None else Policy()
+        self._bindings: list[Binding] = [binding(b) for b in bindings]
+        names = [b.name for b in self._bindings]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"two bindings share the name(s) {dupes}")
+        self._names_block = b"".join(n.encode("utf-8", "surrogatepass") + b"\0" for n in names)
+        # Compile (or load) the guest now, so no run pays for it inside its deadline.
+        self._image: StartImage = start_image(fuel=self.limits.fuel is not None)
+
+    @property
+    def bindings(self) -> Sequence[Binding]:
+        """The granted bindings, in order."""
+        return tuple(self._bindings)
+
+    def run(self, code: str) -> RunResult:
+        """Run `code` as one script and return its RunResult; never raises for anything
+        the script does. Async bindings run on a private event loop thread.
+
+        Raises ConfigError only if `code` is not a str.
+        """
+        return _Run(self, code, None).execute()
+
+    async def arun(self, code: str) -> RunResult:
+        """The asyncio twin of `run`: async bindings run on the caller's event loop.
+        Cancelling it stops the script at once.
+
+        Raises ConfigError only if `code` is not a str.
+        """
+        loop = asyncio.get_running_loop()
+        job = _Run(self, code, loop)
+        fut = loop.run_in_executor(None, job.execute)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+
+
+class _Run:
+    """One execution of one script: the guest, its logs, its tool calls."""
+
+    def __init__(self, sb: Sandbox, code: str, loop: asyncio.AbstractEventLoop | None) -> None:
+        if not isinstance(code, str):
+            raise ConfigError(f"code must be a str, got {type(code).__name__}")
+        self.sb = sb
+        self.code = code
+        self.loop = loop
+        self.limits = sb.limits
+        self.logs: list[LogEntry] = []
+        self.log_bytes = 0
+        self.new_calls: list[tuple[int, int, bytes]] = []
+        self.calls_made = 0
+        self.ready: deque[tuple[int, int, bytes]] = deque()
+        self.running: dict[cf.Future[Any], int] = {}
+        self.guest: Guest | None = None
+        self.cancelled = False
+        self._cancel_lock = threading.Lock()
+
+    # -- guest callbacks
+
+    def on_log(self, level: int, data: bytes) -> bool:
+        lvl = LOG_LEVELS[level] if 0 <= level < len(LOG_LEVELS) else "log"
+        room = self.limits.max_log_bytes - self.log_bytes
+        if len(data) > room:
+            if room > 0:
+                cut = data[:room].decode("utf-8", "ignore")
+                self.logs.append(LogEntry(level=lvl, message=cut + " [... cut: log limit]"))
+            self.log_bytes = self.limits.max_log_bytes
+            return False
+        self.log_bytes += len(data)
+        self.logs.append(LogEntry(level=lvl, message=data.decode("utf-8", "replace")))
+        return True
+
+    def on_call(self, call_id: int, tool: int, data: bytes) -> None:
+        self.new_calls.append((call_id, tool, data))
+
+    # -- tool calls
+
+    def _dispatch(self) -> None:
+        calls, self.new_calls = self.new_calls, []
+        for call_id, tool, data in calls:
+            b = self.sb._bindings[tool] if 0 <= tool < len(self.sb._bindings) else None
+            if b is None:
+                self.ready.append((call_id, _RESOLVE_DENIED, b"no such tool"))
+                continue
+            refusal = self.sb.policy.refusal(b, self.calls_made)
+            self.calls_made += 1
+            if refusal is not None:
+                self.ready.append((call_id, _RESOLVE_DENIED, refusal.encode()))
+                continue
+            try:
+                kwargs = b.validate(json.loads(data.decode("utf-8", "surrogatepass")))
+            except BindingArgumentError as exc:
+                self.ready.append((call_id, _RESOLVE_BAD_ARGS, str(exc).encode()))
+                continue
+            except ValueError:
+                self.ready.append((call_id, _RESOLVE_BAD_ARGS, b"arguments are not JSON"))
+                continue
+            fut: cf.Future[Any]
+            if b.is_async:
+                loop = self.loop or _background_loop()
+                fut = asyncio.run_coroutine_threadsafe(b.func(**kwargs), loop)
+            else:
+                fut = _binding_pool().submit(b.func, **kwargs)
+            self.running[fut] = call_id
+
+    def _collect(self, fut: cf.Future[Any]) -> None:
+        call_id = self.running.pop(fut)
+        try:
+            value = fut.result()
+        except BaseException as exc:  # noqa: BLE001 - the script sees only the message
+            msg = str(exc).strip() or "the tool failed"
+            self.ready.append((call_id, _RESOLVE_FAILED, msg.encode("utf-8", "replace")))
+            return
+        try:
+            payload = to_json_bytes(value)
+        except (TypeError, ValueError) as exc:
+            self.ready.append((call_id, _RESOLVE_FAILED,
+                               f"the tool returned a value that is not JSON data: {exc}".encode()))
+            return
+        if len(payload) > self.limits.max_result_bytes:
+            self.ready.append((call_id, _RESOLVE_FAILED,
+                               b"the tool's result is larger than the result limit"))
+            return
+        self.ready.append((call_id, _RESOLVE_OK, payload))
+
+    def _abandon_calls(self) -> None:
+        for fut in self.running:
+            fut.cancel()
+        self.running.clear()
+
+    # -- the run
+
+    def cancel(self) -> None:
+        """Stop the script as soon as possible (used when `arun` is cancelled)."""
+        with self._cancel_lock:
+            self.cancelled = True
+            if self.guest is not None and not self.guest.closed:
+                self.guest.interrupt()
+
+    def execute(self) -> RunResult:
+        lim = self.limits
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + lim.timeout_s
+        rt = self.sb._image.runtime
+        mem_bytes = lim.memory_mb * _MIB
+        store_bytes = mem_bytes + 2 * lim.max_result_bytes + GUEST_C_STACK_KB * 1024 + 32 * _MIB
+        token = None
+        out: Outcome | None = None
+        try:
+            try:
+                guest = Guest(self.sb._image, memory_limit_bytes=store_bytes, fuel=lim.fuel)
+            except GuestTrap as exc:
+                return self._failure(exc.kind, exc.message, t0)
+            with self._cancel_lock:
+                self.guest = guest
+            guest.on_log = self.on_log
+            guest.on_call = self.on_call
+            guest.store.set_epoch_deadline(math.ceil((lim.timeout_s + _HARD_GRACE_S) / TICK_S) + 1)
+            token = rt.ticker.watch(deadline, guest.interrupt_address)
+            if self.cancelled:
+                return self._failure("timeout", "the run was cancelled", t0)
+            seed = int.from_bytes(os.urandom(8), "little") >> 1
+            out = guest.eval(
+                self.sb._names_block,
+                self.code.encode("utf-8", "surrogatepass"),
+                mem_bytes,
+                lim.max_result_bytes,
+                lim.stack_kb * 1024,
+                seed,
+            )
+            while out.state == ST_WAIT:
+                self._dispatch()
+                if self.ready:
+                    call_id, status, payload = self.ready.popleft()
+                    out = guest.resolve(call_id, status, payload)
+                    continue
+                now = time.monotonic()
+                wait_s = deadline - now
+                if out.next_timer_ms >= 0:
+                    wait_s = min(wait_s, out.next_timer_ms / 1000)
+                if deadline - now <= 0 or self.cancelled:
+                    return self._timeout(t0)
+                if self.running:
+                    done, _ = cf.wait(list(self.running), timeout=max(0.0, wait_s),
+                                      return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        self._collect(fut)
+                    if done:
+                        continue
+                elif wait_s > 0:
+                    time.sleep(wait_s)
+                if time.monotonic() >= deadline:
+                    return self._timeout(t0)
+                if out.next_timer_ms >= 0:
+                    out = guest.timers()
+            return self._finish(out, t0)
+        except GuestTrap as exc:
+            if exc.kind == "timeout" and self.cancelled:
+                return self._failure("timeout", "the run was cancelled", t0)
+            return self._failure(exc.kind, self._trap_message(exc), t0)
+        finally:
+            self._abandon_calls()
+            if token is not None:
+                rt.ticker.unwatch(token)
+            with self._cancel_lock:
+                if self.guest is not None:
+                    self.guest.close()
+
+    def _trap_message(self, exc: GuestTrap) -> str:
+        lim = self.limits
+        if exc.kind == "timeout" and lim.fuel is None:
+            return f"the script ran longer than its {lim.timeout_s:g} s time limit"
+        if exc.kind == "memory":
+            return f"the script needed more than its {lim.memory_mb} MiB memory limit"
+        if exc.kind == "output_limit":
+            return f"console output exceeded the {lim.max_log_bytes}-byte log limit"
+        return exc.message
+
+    def _stats(self, t0: float, out: Outcome | None = None) -> RunStats:
+        g = self.guest
+        return RunStats(
+            duration_ms=(time.perf_counter() - t0) * 1000,
+            memory_bytes=out.mem_used if out is not None else None,
+            binding_calls=self.calls_made,
+            fuel_used=g.fuel_used() if g is not None and not g.closed else None,
+        )
+
+    def _failure(self, kind: ErrorKind, message: str, t0: float) -> RunResult:
+        err = RunError(kind=kind, name=_TRAP_NAMES.get(kind, "Error"), message=message)
+        return RunResult(ok=False, logs=self.logs, error=err, stats=self._stats(t0))
+
+    def _timeout(self, t0: float) -> RunResult:
+        return self._failure(
+            "timeout", f"the script ran longer than its {self.limits.timeout_s:g} s time limit", t0
+        )
+
+    def _finish(self, out: Outcome, t0: float) -> RunResult:
+        text = out.payload.decode("utf-8", "surrogatepass")
+        if out.state == ST_DONE:
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                return self._failure("internal", f"the result could not be read: {exc}", t0)
+            return RunResult(ok=True, value=value, logs=self.logs, stats=self._stats(t0, out))
+        assert out.state == ST_ERROR
+        try:
+            rec = json.loads(text)
+            kind: ErrorKind = rec["kind"]
+            name, message, stack = rec["name"], rec["message"], rec.get("stack")
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._failure("internal", f"the error could not be read: {exc}", t0)
+        message = message.encode("utf-8", "replace").decode("utf-8")
+        if kind == "timeout":
+            message = f"the script ran longer than its {self.limits.timeout_s:g} s time limit"
+        err = RunError.from_js(kind, name, message, stack)
+        return RunResult(ok=False, logs=self.logs, error=err, stats=self._stats(t0, out))

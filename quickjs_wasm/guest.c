@@ -1,0 +1,1225 @@
+/*
+ * ClamBot's WebAssembly guest: a thin layer around QuickJS-NG.
+ *
+ * The host (clambot_tools/_guest.py) drives it through a handful of exports:
+ *
+ *   cb_init(stack)                    runtime + context + console glue (the host
+ *                                     snapshots memory after this: the start image)
+ *   cb_alloc(n) / cb_free(p)          buffers the host fills (code, results)
+ *   cb_eval(buf, names_len, len, mem, cap, stack, seed)
+ *                                     install `tools` (first run), start a script
+ *   cb_resolve(id, status, p, len)    settle a pending tool call
+ *   cb_timers()                       fire due setTimeout callbacks
+ *   cb_io()                           address of the CbIo block below
+ *   cb_interrupt_addr()               address of the flag the host sets at the deadline
+ *
+ * Each of cb_eval / cb_resolve / cb_timers returns a state: DONE (the JSON of the
+ * value is in the output buffer), ERROR (a JSON error record is there) or WAIT
+ * (tool calls or timers are pending; the host answers and calls back in).
+ *
+ * The only imports are the three "clambot" functions below and five WASI calls
+ * that the host implements as stubs: no files, sockets or environment exist here.
+ *
+ * quickjs.c is included (one translation unit) so the guest can reseed
+ * Math.random per run and read class ids without patching upstream.
+ */
+#include "quickjs.c"
+
+#define CB_IMPORT(n) __attribute__((import_module("clambot"), import_name(n)))
+#define CB_EXPORT(n) __attribute__((export_name(n)))
+
+/* Console output; the host enforces the log cap (and traps past it). */
+CB_IMPORT("log") int32_t host_log(int32_t level, const char *p, int32_t len);
+/* A tool call was made: the host queues it and settles it through cb_resolve. */
+CB_IMPORT("call") int32_t host_call(int32_t id, int32_t tool, const char *args, int32_t len);
+/* Ends the run at once (the host traps); kind is one of ABORT_*. */
+CB_IMPORT("abort") void host_abort(int32_t kind);
+
+enum { ST_DONE = 0, ST_ERROR = 1, ST_WAIT = 2 };
+enum { ABORT_MEMORY = 1 };
+enum { RESOLVE_OK = 0, RESOLVE_FAILED = 1, RESOLVE_DENIED = 2, RESOLVE_BAD_ARGS = 3 };
+enum { KIND_NONE = 0, KIND_BINDING_FAILED = 1, KIND_BINDING_DENIED = 2 };
+
+#define MAX_DEPTH 1000
+#define MAX_MESSAGE 4096
+#define MAX_STACK 8192
+#define MAX_BINDING_ERRORS 256
+
+typedef struct {
+    int32_t out_ptr;       /* output of the last state change */
+    int32_t out_len;
+    int32_t pending;       /* tool calls not yet settled */
+    int32_t next_timer_ms; /* -1: no timer */
+    int32_t mem_used;      /* bytes the JS heap holds */
+} CbIo;
+
+typedef struct {
+    int32_t id;
+    JSValue funcs[2]; /* resolve, reject */
+} Pending;
+
+typedef struct {
+    JSValue err;
+    int kind;
+} BindingError;
+
+static CbIo g_io;
+static JSContext *g_ctx;
+static volatile int32_t g_interrupt; /* written by the host's ticker thread */
+static int g_interrupted;
+static size_t g_mem_used, g_mem_limit = SIZE_MAX;
+static JSRuntime *g_rt;
+static size_t g_result_cap = 1 << 20;
+static JSValue g_main = JS_UNDEFINED;   /* the promise of the running script */
+static JSValue g_timers = JS_UNDEFINED; /* glue: fire due timers, return next delay */
+static JSValue g_to_list = JS_UNDEFINED; /* glue: Array.from */
+static Pending *g_pending;
+static int g_npending, g_cap_pending;
+static int32_t g_call_seq;
+static BindingError g_berr[MAX_BINDING_ERRORS];
+static int g_nberr;
+static int g_tools_installed;
+
+/* ---------- memory: every JS allocation is counted against the run's cap ----------
+ *
+ * The cap is on live memory. When an allocation would cross it, the guest first asks
+ * QuickJS for a garbage collection at its next safe point (by zeroing the GC threshold)
+ * and lets allocations run into a reserve of a quarter of the cap meanwhile. If the
+ * collection does not bring usage back under the cap, or the reserve runs out, the
+ * run ends with kind "memory" (the host traps; nothing in JS can catch it).
+ */
+
+static int g_gc_requested;
+
+static void check_limit(size_t need)
+{
+    size_t reserve = g_mem_limit / 4;
+    if (g_mem_used + need <= g_mem_limit)
+        return;
+    if (g_mem_limit == SIZE_MAX || g_mem_used + need > g_mem_limit + reserve || !g_rt)
+        host_abort(ABORT_MEMORY);
+    if (!g_gc_requested) {
+        g_gc_requested = 1;
+        g_rt->malloc_gc_threshold = 0; /* js_trigger_gc runs at the next object creation */
+        return;
+    }
+    if (g_rt->malloc_gc_threshold != 0) {
+        /* the collection ran and usage is still over the cap */
+        host_abort(ABORT_MEMORY);
+    }
+}
+
+static void *cb_js_calloc(void *opaque, size_t count, size_t size)
+{
+    size_t total;
+    void *p;
+    if (__builtin_mul_overflow(count, size, &total))
+        return NULL;
+    check_limit(total);
+    p = calloc(count, size);
+    if (!p)
+        host_abort(ABORT_MEMORY);
+    g_mem_used += malloc_usable_size(p);
+    return p;
+}
+
+static void *cb_js_malloc(void *opaque, size_t size)
+{
+    void *p;
+    check_limit(size);
+    p = malloc(size);
+    if (!p && size)
+        host_abort(ABORT_MEMORY);
+    if (p)
+        g_mem_used += malloc_usable_size(p);
+    return p;
+}
+
+static void cb_js_free(void *opaque, void *ptr)
+{
+    if (!ptr)
+        return;
+    g_mem_used -= malloc_usable_size(ptr);
+    free(ptr);
+    if (g_gc_requested && g_mem_used <= g_mem_limit)
+        g_gc_requested = 0;
+}
+
+static void *cb_js_realloc(void *opaque, void *ptr, size_t size)
+{
+    size_t old = ptr ? malloc_usable_size(ptr) : 0;
+    void *p;
+    if (size == 0) {
+        cb_js_free(opaque, ptr);
+        return NULL;
+    }
+    if (size > old)
+        check_limit(size - old);
+    p = realloc(ptr, size);
+    if (!p)
+        host_abort(ABORT_MEMORY);
+    g_mem_used = g_mem_used - old + malloc_usable_size(p);
+    return p;
+}
+
+static size_t cb_js_usable_size(const void *ptr)
+{
+    return malloc_usable_size((void *)ptr);
+}
+
+static const JSMallocFunctions cb_malloc_funcs = {
+    cb_js_calloc, cb_js_malloc, cb_js_free, cb_js_realloc, cb_js_usable_size,
+};
+
+static int cb_interrupt_handler(JSRuntime *rt, void *opaque)
+{
+    if (g_interrupt) {
+        g_interrupted = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---------- output buffer (outside the JS heap, bounded by the result cap) ---------- */
+
+typedef struct {
+    char *buf;
+    size_t len, cap, limit;
+    int overflow;
+} Out;
+
+static Out g_out;
+
+static void out_reset(size_t limit)
+{
+    g_out.len = 0;
+    g_out.overflow = 0;
+    g_out.limit = limit;
+}
+
+static int out_put(const char *s, size_t n)
+{
+    if (g_out.overflow)
+        return -1;
+    if (g_out.len + n > g_out.limit) {
+        g_out.overflow = 1;
+        return -1;
+    }
+    if (g_out.len + n > g_out.cap) {
+        size_t cap = g_out.cap ? g_out.cap : 4096;
+        char *nb;
+        while (cap < g_out.len + n)
+            cap *= 2;
+        nb = realloc(g_out.buf, cap);
+        if (!nb)
+            host_abort(ABORT_MEMORY);
+        g_out.buf = nb;
+        g_out.cap = cap;
+    }
+    memcpy(g_out.buf + g_out.len, s, n);
+    g_out.len += n;
+    return 0;
+}
+
+static int out_str(const char *s) { return out_put(s, strlen(s)); }
+
+/* JSON string literal from UTF-8 (lone surrogates arrive WTF-8 encoded; the host
+   decodes with surrogatepass, so nothing is lost). */
+static int out_quoted(const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, run = 0;
+    if (out_put("\"", 1))
+        return -1;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = NULL;
+        char u[6];
+        if (c == '"') esc = "\\\"";
+        else if (c == '\\') esc = "\\\\";
+        else if (c == '\n') esc = "\\n";
+        else if (c == '\r') esc = "\\r";
+        else if (c == '\t') esc = "\\t";
+        else if (c < 0x20) {
+            u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
+            u[4] = hex[c >> 4]; u[5] = hex[c & 15];
+        } else
+            continue;
+        if (out_put(s + run, i - run))
+            return -1;
+        if (esc ? out_str(esc) : out_put(u, 6))
+            return -1;
+        run = i + 1;
+    }
+    if (out_put(s + run, n - run))
+        return -1;
+    return out_put("\"", 1);
+}
+
+static int out_jsstring(JSContext *ctx, JSValueConst v)
+{
+    size_t n;
+    const char *s = JS_ToCStringLen(ctx, &n, v);
+    int r;
+    if (!s)
+        return -2;
+    r = out_quoted(s, n);
+    JS_FreeCString(ctx, s);
+    return r;
+}
+
+/* ---------- helpers ---------- */
+
+/* Drop a pending exception; keeps the interrupted state (the flag stays set). */
+static void clear_exception(JSContext *ctx)
+{
+    JS_FreeValue(ctx, JS_GetException(ctx));
+}
+
+/* A property as a C string, or NULL (exception cleared). */
+static const char *get_str_prop(JSContext *ctx, JSValueConst obj, const char *name, size_t *len)
+{
+    JSValue v = JS_GetPropertyStr(ctx, obj, name);
+    const char *s = NULL;
+    if (JS_IsException(v)) {
+        clear_exception(ctx);
+        return NULL;
+    }
+    if (JS_IsString(v)) {
+        s = JS_ToCStringLen(ctx, len, v);
+        if (!s)
+            clear_exception(ctx);
+    }
+    JS_FreeValue(ctx, v);
+    return s;
+}
+
+/* Any value as text for an error message; never runs more than its own toString. */
+static char *describe_value(JSContext *ctx, JSValueConst v)
+{
+    char *res;
+    const char *s = NULL;
+    size_t n = 0;
+    JSValue str = JS_UNDEFINED;
+    if (JS_IsSymbol(v)) {
+        JSValue d = JS_GetPropertyStr(ctx, v, "description");
+        if (JS_IsException(d))
+            clear_exception(ctx);
+        else if (JS_IsString(d)) {
+            const char *ds = JS_ToCString(ctx, d);
+            if (ds) {
+                size_t dl = strlen(ds);
+                res = malloc(dl + 9);
+                if (res)
+                    snprintf(res, dl + 9, "Symbol(%s)", ds);
+                JS_FreeCString(ctx, ds);
+                JS_FreeValue(ctx, d);
+                return res;
+            }
+            clear_exception(ctx);
+        }
+        JS_FreeValue(ctx, d);
+        return strdup("Symbol()");
+    }
+    str = JS_ToString(ctx, v);
+    if (JS_IsException(str)) {
+        clear_exception(ctx);
+        return strdup(JS_IsObject(v) ? "[object with a failing toString]" : "[value]");
+    }
+    s = JS_ToCStringLen(ctx, &n, str);
+    JS_FreeValue(ctx, str);
+    if (!s) {
+        clear_exception(ctx);
+        return strdup("[value]");
+    }
+    res = malloc(n + 1);
+    if (res) {
+        memcpy(res, s, n);
+        res[n] = 0;
+    }
+    JS_FreeCString(ctx, s);
+    return res;
+}
+
+/* ---------- the result: JSON, serialised here under the run's limits ---------- */
+
+typedef struct {
+    JSObject *path[MAX_DEPTH + 1];
+    int depth;
+    const char *error;   /* static description when serialisation refuses a value */
+    char where[256];     /* JSON path of the offending value, built while unwinding */
+} Ser;
+
+static void ser_where_prepend(Ser *st, const char *seg)
+{
+    size_t sl = strlen(seg), wl = strlen(st->where);
+    if (sl + wl >= sizeof(st->where))
+        return;
+    memmove(st->where + sl, st->where, wl + 1);
+    memcpy(st->where, seg, sl);
+}
+
+static int ser_any(JSContext *ctx, Ser *st, JSValueConst v, JSValueConst key, int use_tojson);
+
+static int ser_value(JSContext *ctx, Ser *st, JSValueConst v, JSValueConst key)
+{
+    return ser_any(ctx, st, v, key, 1);
+}
+
+static int ser_number(JSContext *ctx, JSValueConst v)
+{
+    char buf[32];
+    if (JS_VALUE_GET_TAG(v) == JS_TAG_INT) {
+        snprintf(buf, sizeof buf, "%d", JS_VALUE_GET_INT(v));
+        return out_str(buf);
+    } else {
+        double d = JS_VALUE_GET_FLOAT64(v);
+        if (isnan(d))
+            return out_str("NaN");
+        if (isinf(d))
+            return out_str(d > 0 ? "Infinity" : "-Infinity");
+        if (d == 0)
+            return out_str(signbit(d) ? "-0.0" : "0");
+        {
+            size_t n;
+            const char *s = JS_ToCStringLen(ctx, &n, v);
+            int r;
+            if (!s)
+                return -2;
+            r = out_put(s, n);
+            JS_FreeCString(ctx, s);
+            return r;
+        }
+    }
+}
+
+static int ser_bigint(JSContext *ctx, JSValueConst v)
+{
+    size_t n;
+    const char *s = JS_ToCStringLen(ctx, &n, v);
+    int r;
+    if (!s)
+        return -2;
+    /* Python's int() refuses more than 4300 digits: past that, keep the digits as text. */
+    r = n > 4000 ? out_quoted(s, n) : out_put(s, n);
+    JS_FreeCString(ctx, s);
+    return r;
+}
+
+static int ser_array_like(JSContext *ctx, Ser *st, JSValueConst arr)
+{
+    int64_t len, i;
+    char seg[32];
+    if (JS_GetLength(ctx, arr, &len))
+        return -2;
+    if (out_put("[", 1))
+        return -1;
+    for (i = 0; i < len; i++) {
+        JSValue e;
+        int r;
+        if (g_interrupt)
+            return -2;
+        if (i && out_put(",", 1))
+            return -1;
+        e = JS_GetPropertyInt64(ctx, arr, i);
+        if (JS_IsException(e))
+            return -2;
+        if (JS_IsUndefined(e) || JS_IsFunction(ctx, e) || JS_IsSymbol(e)) {
+            /* holes and undefined read as null, as in JSON */
+            if (!JS_IsUndefined(e)) {
+                st->error = JS_IsSymbol(e) ? "a symbol" : "a function";
+                JS_FreeValue(ctx, e);
+                snprintf(seg, sizeof seg, "[%lld]", (long long)i);
+                ser_where_prepend(st, seg);
+                return -3;
+            }
+            r = out_put("null", 4);
+        } else {
+            JSValue k = JS_NewInt64(ctx, i);
+            r = ser_value(ctx, st, e, k);
+            JS_FreeValue(ctx, k);
+        }
+        JS_FreeValue(ctx, e);
+        if (r) {
+            if (r == -3) {
+                snprintf(seg, sizeof seg, "[%lld]", (long long)i);
+                ser_where_prepend(st, seg);
+            }
+            return r;
+        }
+    }
+    return out_put("]", 1);
+}
+
+static int ser_key_segment(JSContext *ctx, Ser *st, JSAtom atom)
+{
+    const char *k = JS_AtomToCString(ctx, atom);
+    char seg[80];
+    if (!k)
+        return 0;
+    snprintf(seg, sizeof seg, ".%.70s", k);
+    JS_FreeCString(ctx, k);
+    ser_where_prepend(st, seg);
+    return 0;
+}
+
+static int ser_object(JSContext *ctx, Ser *st, JSValueConst obj)
+{
+    JSPropertyEnum *tab = NULL;
+    uint32_t len = 0, i;
+    int first = 1, r = 0;
+    if (JS_GetOwnPropertyNames(ctx, &tab, &len, obj, JS_GPN_STRING_MASK | JS_GPN_ENUM_ONLY))
+        return -2;
+    if (out_put("{", 1)) {
+        r = -1;
+        goto done;
+    }
+    for (i = 0; i < len; i++) {
+        JSValue pv, k;
+        if (g_interrupt) {
+            r = -2;
+            goto done;
+        }
+        pv = JS_GetProperty(ctx, obj, tab[i].atom);
+        if (JS_IsException(pv)) {
+            r = -2;
+            goto done;
+        }
+        if (JS_IsUndefined(pv)) /* as in JSON: the key is left out */
+            continue;
+        if (JS_IsFunction(ctx, pv) || JS_IsSymbol(pv)) {
+            st->error = JS_IsSymbol(pv) ? "a symbol" : "a function";
+            JS_FreeValue(ctx, pv);
+            ser_key_segment(ctx, st, tab[i].atom);
+            r = -3;
+            goto done;
+        }
+        k = JS_AtomToString(ctx, tab[i].atom);
+        if (JS_IsException(k)) {
+            JS_FreeValue(ctx, pv);
+            r = -2;
+            goto done;
+        }
+        if ((!first && out_put(",", 1)) || (r = out_jsstring(ctx, k)) || out_put(":", 1)) {
+            JS_FreeValue(ctx, k);
+            JS_FreeValue(ctx, pv);
+            r = r ? r : -1;
+            goto done;
+        }
+        first = 0;
+        r = ser_value(ctx, st, pv, k);
+        JS_FreeValue(ctx, k);
+        JS_FreeValue(ctx, pv);
+        if (r) {
+            if (r == -3)
+                ser_key_segment(ctx, st, tab[i].atom);
+            goto done;
+        }
+    }
+    r = out_put("}", 1);
+done:
+    JS_FreePropertyEnum(ctx, tab, len);
+    return r;
+}
+
+/* Map becomes an object keyed by String(key); Set and typed arrays become arrays. */
+static int ser_collection(JSContext *ctx, Ser *st, JSValueConst obj, int is_map)
+{
+    JSValue list = JS_Call(ctx, g_to_list, JS_UNDEFINED, 1, &obj);
+    int64_t len, i;
+    int r = 0;
+    if (JS_IsException(list))
+        return -2;
+    if (!is_map) {
+        r = ser_array_like(ctx, st, list);
+        JS_FreeValue(ctx, list);
+        return r;
+    }
+    if (JS_GetLength(ctx, list, &len)) {
+        JS_FreeValue(ctx, list);
+        return -2;
+    }
+    if (out_put("{", 1)) {
+        JS_FreeValue(ctx, list);
+        return -1;
+    }
+    for (i = 0; i < len && !r; i++) {
+        JSValue ent = JS_GetPropertyInt64(ctx, list, i);
+        JSValue k = JS_UNDEFINED, v = JS_UNDEFINED, ks = JS_UNDEFINED;
+        if (JS_IsException(ent)) {
+            r = -2;
+            break;
+        }
+        k = JS_GetPropertyInt64(ctx, ent, 0);
+        v = JS_GetPropertyInt64(ctx, ent, 1);
+        ks = JS_IsException(k) ? JS_EXCEPTION : JS_ToString(ctx, k);
+        if (JS_IsException(v) || JS_IsException(ks))
+            r = -2;
+        else if ((i && out_put(",", 1)) || (r = out_jsstring(ctx, ks)) || out_put(":", 1))
+            r = r ? r : -1;
+        else if (JS_IsUndefined(v))
+            r = out_put("null", 4);
+        else if (JS_IsFunction(ctx, v) || JS_IsSymbol(v)) {
+            st->error = JS_IsSymbol(v) ? "a symbol" : "a function";
+            r = -3;
+        } else
+            r = ser_value(ctx, st, v, ks);
+        JS_FreeValue(ctx, ent);
+        JS_FreeValue(ctx, k);
+        JS_FreeValue(ctx, v);
+        JS_FreeValue(ctx, ks);
+    }
+    JS_FreeValue(ctx, list);
+    return r ? r : out_put("}", 1);
+}
+
+static int ser_error_object(JSContext *ctx, JSValueConst v)
+{
+    static const char *names[] = {"name", "message", "stack"};
+    int i, first = 1;
+    if (out_put("{", 1))
+        return -1;
+    for (i = 0; i < 3; i++) {
+        size_t n;
+        const char *s = get_str_prop(ctx, v, names[i], &n);
+        int r = 0;
+        if (!s)
+            continue;
+        if ((!first && out_put(",", 1)) || out_quoted(names[i], strlen(names[i])) ||
+            out_put(":", 1) || out_quoted(s, n))
+            r = -1;
+        JS_FreeCString(ctx, s);
+        if (r)
+            return r;
+        first = 0;
+    }
+    return out_put("}", 1);
+}
+
+/* Returns 0, -1 (output cap), -2 (JS exception pending or interrupted), -3 (st->error). */
+static int ser_any(JSContext *ctx, Ser *st, JSValueConst v, JSValueConst key, int use_tojson)
+{
+    int tag = JS_VALUE_GET_NORM_TAG(v), r, i;
+    JSObject *p;
+    JSValue tojson;
+    JSClassID cid;
+
+    switch (tag) {
+    case JS_TAG_INT:
+    case JS_TAG_FLOAT64:
+        return ser_number(ctx, v);
+    case JS_TAG_BOOL:
+        return out_str(JS_VALUE_GET_BOOL(v) ? "true" : "false");
+    case JS_TAG_NULL:
+    case JS_TAG_UNDEFINED:
+        return out_put("null", 4);
+    case JS_TAG_STRING:
+        return out_jsstring(ctx, v);
+    case JS_TAG_SHORT_BIG_INT:
+    case JS_TAG_BIG_INT:
+        return ser_bigint(ctx, v);
+    case JS_TAG_SYMBOL:
+        st->error = "a symbol";
+        return -3;
+    case JS_TAG_OBJECT:
+        break;
+    default:
+        st->error = "a value of an unknown type";
+        return -3;
+    }
+    if (JS_IsFunction(ctx, v)) {
+        st->error = "a function";
+        return -3;
+    }
+    if (JS_IsPromise(v)) {
+        st->error = "a Promise (add await)";
+        return -3;
+    }
+    /* toJSON first, as JSON.stringify does (Date gives its ISO string); the value
+       it returns is serialised without a second toJSON, so a chain cannot loop */
+    if (use_tojson) {
+        tojson = JS_GetPropertyStr(ctx, v, "toJSON");
+        if (JS_IsException(tojson))
+            return -2;
+        if (JS_IsFunction(ctx, tojson)) {
+            JSValue k = JS_IsUndefined(key) ? JS_NewString(ctx, "") : JS_DupValue(ctx, key);
+            JSValue nv = JS_Call(ctx, tojson, v, 1, (JSValueConst *)&k);
+            JS_FreeValue(ctx, k);
+            JS_FreeValue(ctx, tojson);
+            if (JS_IsException(nv))
+                return -2;
+            r = JS_IsUndefined(nv) ? out_put("null", 4) : ser_any(ctx, st, nv, key, 0);
+            JS_FreeValue(ctx, nv);
+            return r;
+        }
+        JS_FreeValue(ctx, tojson);
+    }
+
+    p = JS_VALUE_GET_OBJ(v);
+    for (i = 0; i < st->depth; i++) {
+        if (st->path[i] == p) {
+            st->error = "a cycle (an object that contains itself)";
+            return -3;
+        }
+    }
+    if (st->depth >= MAX_DEPTH) {
+        st->error = "nesting deeper than 1000 levels";
+        return -3;
+    }
+    st->path[st->depth++] = p;
+    cid = JS_GetClassID(v);
+    if (JS_IsError(v))
+        r = ser_error_object(ctx, v);
+    else if (cid == JS_CLASS_MAP)
+        r = ser_collection(ctx, st, v, 1);
+    else if (cid == JS_CLASS_SET || (cid >= JS_CLASS_UINT8C_ARRAY && cid <= JS_CLASS_FLOAT64_ARRAY))
+        r = ser_collection(ctx, st, v, 0);
+    else {
+        int is_arr = js_is_array(ctx, v);
+        if (is_arr < 0)
+            r = -2;
+        else
+            r = is_arr ? ser_array_like(ctx, st, v) : ser_object(ctx, st, v);
+    }
+    st->depth--;
+    return r;
+}
+
+static int32_t finish_output(void)
+{
+    g_io.out_ptr = (int32_t)(uintptr_t)g_out.buf;
+    g_io.out_len = (int32_t)g_out.len;
+    g_io.mem_used = (int32_t)g_mem_used;
+    return 0;
+}
+
+/* ---------- errors: one JSON record {kind, name, message, stack} ---------- */
+
+static int out_field(const char *name, const char *s, size_t n, size_t max, int first)
+{
+    char note[64];
+    size_t keep = n > max ? max : n;
+    /* do not cut a UTF-8 sequence in half */
+    while (keep < n && keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80)
+        keep--;
+    if ((!first && out_put(",", 1)) || out_quoted(name, strlen(name)) || out_put(":", 1))
+        return -1;
+    if (keep == n)
+        return out_quoted(s, n);
+    {
+        size_t len = keep + sizeof note;
+        char *tmp = malloc(len);
+        int r, m;
+        if (!tmp)
+            host_abort(ABORT_MEMORY);
+        memcpy(tmp, s, keep);
+        m = snprintf(tmp + keep, sizeof note, "... [%zu more bytes]", n - keep);
+        r = out_quoted(tmp, keep + (size_t)m);
+        free(tmp);
+        return r;
+    }
+}
+
+static int is_binding_error(JSContext *ctx, JSValueConst exc)
+{
+    int i;
+    if (!JS_IsObject(exc))
+        return KIND_NONE;
+    for (i = 0; i < g_nberr; i++)
+        if (JS_VALUE_GET_OBJ(g_berr[i].err) == JS_VALUE_GET_OBJ(exc))
+            return g_berr[i].kind;
+    return KIND_NONE;
+}
+
+static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *forced_kind,
+                                 int compile_phase)
+{
+    const char *kind = forced_kind, *name = NULL, *msg = NULL, *stack = NULL;
+    char *desc = NULL;
+    size_t nn = 0, mn = 0, sn = 0;
+    int bkind;
+
+    out_reset(1 << 20); /* errors are bounded field by field, not by the result cap */
+    if (JS_IsError(exc)) {
+        name = get_str_prop(ctx, exc, "name", &nn);
+        msg = get_str_prop(ctx, exc, "message", &mn);
+        stack = get_str_prop(ctx, exc, "stack", &sn);
+    } else {
+        desc = describe_value(ctx, exc);
+    }
+    if (!kind) {
+        bkind = is_binding_error(ctx, exc);
+        if (g_interrupted)
+            kind = "timeout";
+        else if (bkind == KIND_BINDING_FAILED)
+            kind = "binding_failed";
+        else if (bkind == KIND_BINDING_DENIED)
+            kind = "binding_denied";
+        else if (compile_phase && name && nn == 11 && !memcmp(name, "SyntaxError", 11))
+            kind = "syntax";
+        else if (msg && (strstr(msg, "Maximum call stack size exceeded") || strstr(msg, "stack overflow")))
+            kind = "stack";
+        else if (msg && name && !strcmp(name, "InternalError") && strstr(msg, "out of memory"))
+            kind = "memory";
+        else
+            kind = "runtime";
+    }
+    out_put("{", 1);
+    out_field("kind", kind, strlen(kind), 64, 1);
+    if (desc) {
+        static const char pre[] = "the script threw a non-Error value: ";
+        size_t dl = strlen(desc);
+        char *m = malloc(sizeof pre + dl);
+        if (!m)
+            host_abort(ABORT_MEMORY);
+        memcpy(m, pre, sizeof pre - 1);
+        memcpy(m + sizeof pre - 1, desc, dl + 1);
+        out_field("name", "NonErrorThrown", 14, 64, 0);
+        out_field("message", m, strlen(m), MAX_MESSAGE, 0);
+        free(m);
+        free(desc);
+    } else {
+        out_field("name", name ? name : "Error", name ? nn : 5, 256, 0);
+        out_field("message", msg ? msg : "", msg ? mn : 0, MAX_MESSAGE, 0);
+        if (stack)
+            out_field("stack", stack, sn, MAX_STACK, 0);
+    }
+    out_put("}", 1);
+    if (name) JS_FreeCString(ctx, name);
+    if (msg) JS_FreeCString(ctx, msg);
+    if (stack) JS_FreeCString(ctx, stack);
+    finish_output();
+    return ST_ERROR;
+}
+
+static int32_t finish_error(JSContext *ctx, JSValue exc, int compile_phase)
+{
+    int32_t st = finish_error_kind(ctx, exc, NULL, compile_phase);
+    JS_FreeValue(ctx, exc);
+    return st;
+}
+
+static int32_t finish_message(const char *kind, const char *name, const char *msg)
+{
+    out_reset(1 << 20);
+    out_put("{", 1);
+    out_field("kind", kind, strlen(kind), 64, 1);
+    out_field("name", name, strlen(name), 256, 0);
+    out_field("message", msg, strlen(msg), MAX_MESSAGE, 0);
+    out_put("}", 1);
+    finish_output();
+    return ST_ERROR;
+}
+
+static int32_t finish_value(JSContext *ctx, JSValueConst v)
+{
+    static Ser st;
+    int r;
+    st.depth = 0;
+    st.error = NULL;
+    st.where[0] = 0;
+    out_reset(g_result_cap);
+    r = ser_value(ctx, &st, v, JS_UNDEFINED);
+    if (r == 0) {
+        finish_output();
+        return ST_DONE;
+    }
+    if (r == -1) {
+        char m[160];
+        snprintf(m, sizeof m, "the result is larger than the %zu-byte result limit", g_result_cap);
+        return finish_message("output_limit", "OutputLimitError", m);
+    }
+    if (r == -3) {
+        char m[512];
+        snprintf(m, sizeof m, "the result cannot be converted to JSON: it contains %s at $%s",
+                 st.error, st.where);
+        return finish_message("runtime", "TypeError", m);
+    }
+    if (g_interrupted || g_interrupt) {
+        g_interrupted = 1;
+        clear_exception(ctx);
+        return finish_message("timeout", "InternalError", "interrupted");
+    }
+    return finish_error(ctx, JS_GetException(ctx), 0);
+}
+
+/* ---------- glue: console, setTimeout; kept in closures, never on globalThis ---------- */
+
+static const char glue_src[] =
+    "(function (log) {\n"
+    "  'use strict';\n"
+    "  const g = globalThis, S = String, stringify = JSON.stringify, from = Array.from;\n"
+    "  const now = Date.now, define = Object.defineProperty, max = Math.max, ceil = Math.ceil;\n"
+    "  const ErrorCtor = Error;\n"
+    "  function fmt(v) {\n"
+    "    switch (typeof v) {\n"
+    "      case 'string': return v;\n"
+    "      case 'undefined': return 'undefined';\n"
+    "      case 'function': return '[Function: ' + (v.name || 'anonymous') + ']';\n"
+    "      case 'symbol': return S(v);\n"
+    "      case 'bigint': return S(v) + 'n';\n"
+    "      case 'object':\n"
+    "        if (v === null) return 'null';\n"
+    "        try {\n"
+    "          if (v instanceof ErrorCtor) return S(v) + (v.stack ? '\\n' + S(v.stack).trimEnd() : '');\n"
+    "          const s = stringify(v);\n"
+    "          if (s !== undefined) return s;\n"
+    "        } catch (e) {}\n"
+    "        try { return S(v); } catch (e) { return '[object]'; }\n"
+    "      default: return S(v);\n"
+    "    }\n"
+    "  }\n"
+    "  const console = {};\n"
+    "  const names = ['log', 'info', 'warn', 'error', 'debug'];\n"
+    "  for (let level = 0; level < names.length; level++) {\n"
+    "    const name = names[level];\n"
+    "    const fn = { [name](...args) {\n"
+    "      let s = '';\n"
+    "      for (let i = 0; i < args.length; i++) { if (i) s += ' '; s += fmt(args[i]); }\n"
+    "      log(level, s);\n"
+    "    } }[name];\n"
+    "    define(console, name, { value: fn, writable: true, enumerable: true, configurable: true });\n"
+    "  }\n"
+    "  define(g, 'console', { value: console, writable: true, configurable: true });\n"
+    "  const timers = new Map();\n"
+    "  let seq = 0;\n"
+    "  function setTimeout(fn, ms, ...args) {\n"
+    "    if (typeof fn !== 'function') throw new TypeError('setTimeout expects a function');\n"
+    "    let d = +ms;\n"
+    "    if (!(d > 0)) d = 0;\n"
+    "    const id = ++seq;\n"
+    "    timers.set(id, { at: now() + d, fn, args });\n"
+    "    return id;\n"
+    "  }\n"
+    "  function clearTimeout(id) { timers.delete(id); }\n"
+    "  define(g, 'setTimeout', { value: setTimeout, writable: true, configurable: true });\n"
+    "  define(g, 'clearTimeout', { value: clearTimeout, writable: true, configurable: true });\n"
+    "  function fire(run) {\n"
+    "    if (run) {\n"
+    "      const t = now(), due = [];\n"
+    "      for (const [id, tm] of timers) if (tm.at <= t) due.push([id, tm]);\n"
+    "      due.sort((a, b) => a[1].at - b[1].at || a[0] - b[0]);\n"
+    "      for (const [id, tm] of due) if (timers.delete(id)) tm.fn(...tm.args);\n"
+    "    }\n"
+    "    let next = -1;\n"
+    "    const t2 = now();\n"
+    "    for (const tm of timers.values()) {\n"
+    "      const d = max(0, tm.at - t2);\n"
+    "      if (next < 0 || d < next) next = d;\n"
+    "    }\n"
+    "    return next < 0 ? -1 : ceil(next);\n"
+    "  }\n"
+    "  return [fire, from];\n"
+    "})\n";
+
+static JSValue cb_log_fn(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    int32_t level = 0;
+    size_t n;
+    const char *s;
+    if (argc < 2 || JS_ToInt32(ctx, &level, argv[0]))
+        return JS_UNDEFINED;
+    s = JS_ToCStringLen(ctx, &n, argv[1]);
+    if (!s)
+        return JS_EXCEPTION;
+    host_log(level, s, (int32_t)n);
+    JS_FreeCString(ctx, s);
+    return JS_UNDEFINED;
+}
+
+/* ---------- tools: each binding is an async function on the frozen global `tools` ---------- */
+
+static int pending_push(int32_t id, JSValue funcs[2])
+{
+    if (g_npending == g_cap_pending) {
+        int cap = g_cap_pending ? g_cap_pending * 2 : 16;
+        Pending *np = realloc(g_pending, sizeof(Pending) * (size_t)cap);
+        if (!np)
+            host_abort(ABORT_MEMORY);
+        g_pending = np;
+        g_cap_pending = cap;
+    }
+    g_pending[g_npending].id = id;
+    g_pending[g_npending].funcs[0] = funcs[0];
+    g_pending[g_npending].funcs[1] = funcs[1];
+    g_npending++;
+    return 0;
+}
+
+static void settle(JSContext *ctx, JSValue funcs[2], int ok, JSValue v)
+{
+    JSValue r = JS_Call(ctx, funcs[ok ? 0 : 1], JS_UNDEFINED, 1, (JSValueConst *)&v);
+    JS_FreeValue(ctx, r);
+    JS_FreeValue(ctx, v);
+    JS_FreeValue(ctx, funcs[0]);
+    JS_FreeValue(ctx, funcs[1]);
+}
+
+static JSValue cb_tool_call(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv,
+                            int magic, JSValueConst *data)
+{
+    JSValue funcs[2], promise, json, exc;
+    const char *s;
+    size_t n;
+    int32_t id;
+
+    promise = JS_NewPromiseCapability(ctx, funcs);
+    if (JS_IsException(promise))
+        return promise;
+    if (argc < 1 || JS_IsUndefined(argv[0]))
+        json = JS_NewString(ctx, "null");
+    else
+        json = JS_JSONStringify(ctx, argv[0], JS_UNDEFINED, JS_UNDEFINED);
+    if (JS_IsException(json)) {
+        exc = JS_GetException(ctx);
+        if (JS_IsUncatchableError(exc) || g_interrupted) {
+            JS_FreeValue(ctx, funcs[0]);
+            JS_FreeValue(ctx, funcs[1]);
+            JS_FreeValue(ctx, promise);
+            return JS_Throw(ctx, exc);
+        }
+        settle(ctx, funcs, 0, exc);
+        return promise;
+    }
+    if (!JS_IsString(json)) {
+        JS_FreeValue(ctx, json);
+        JS_ThrowTypeError(ctx, "tool arguments must be JSON data (an object, array, string, number, boolean or null)");
+        settle(ctx, funcs, 0, JS_GetException(ctx));
+        return promise;
+    }
+    s = JS_ToCStringLen(ctx, &n, json);
+    JS_FreeValue(ctx, json);
+    if (!s) {
+        settle(ctx, funcs, 0, JS_GetException(ctx));
+        return promise;
+    }
+    if (n > g_result_cap) {
+        JS_FreeCString(ctx, s);
+        JS_ThrowRangeError(ctx, "tool arguments are larger than the %zu-byte limit", g_result_cap);
+        settle(ctx, funcs, 0, JS_GetException(ctx));
+        return promise;
+    }
+    id = ++g_call_seq;
+    pending_push(id, funcs);
+    host_call(id, magic, s, (int32_t)n);
+    JS_FreeCString(ctx, s);
+    return promise;
+}
+
+static int install_tools(JSContext *ctx, const char *names, int32_t len)
+{
+    JSValue tools = JS_NewObjectProto(ctx, JS_NULL), global;
+    int32_t pos = 0, index = 0;
+    if (JS_IsException(tools))
+        return -1;
+    while (pos < len) {
+        const char *name = names + pos;
+        size_t nl = strnlen(name, (size_t)(len - pos));
+        JSValue fn = JS_NewCFunctionData2(ctx, cb_tool_call, name, 1, index, 0, NULL);
+        if (JS_IsException(fn) ||
+            JS_DefinePropertyValueStr(ctx, tools, name, fn, JS_PROP_ENUMERABLE) < 0)
+            return -1;
+        pos += (int32_t)nl + 1;
+        index++;
+    }
+    if (JS_FreezeObject(ctx, tools) < 0)
+        return -1;
+    global = JS_GetGlobalObject(ctx);
+    JS_DefinePropertyValueStr(ctx, global, "tools", tools, 0);
+    JS_FreeValue(ctx, global);
+    return 0;
+}
+
+/* ---------- driving a run ---------- */
+
+static void reset_run_state(JSContext *ctx)
+{
+    int i;
+    for (i = 0; i < g_nberr; i++)
+        JS_FreeValue(ctx, g_berr[i].err);
+    g_nberr = 0;
+    for (i = 0; i < g_npending; i++) {
+        JS_FreeValue(ctx, g_pending[i].funcs[0]);
+        JS_FreeValue(ctx, g_pending[i].funcs[1]);
+    }
+    g_npending = 0;
+    JS_FreeValue(ctx, g_main);
+    g_main = JS_UNDEFINED;
+    g_interrupted = 0;
+    g_io.pending = 0;
+    g_io.next_timer_ms = -1;
+}
+
+static int32_t next_timer(JSContext *ctx, int run, JSValue *exc)
+{
+    JSValue arg = JS_NewBool(ctx, run);
+    JSValue r = JS_Call(ctx, g_timers, JS_UNDEFINED, 1, (JSValueConst *)&arg);
+    int32_t ms = -1;
+    if (JS_IsException(r)) {
+        *exc = JS_GetException(ctx);
+        return -2;
+    }
+    JS_ToInt32(ctx, &ms, r);
+    JS_FreeValue(ctx, r);
+    return ms;
+}
+
+static int32_t cb_step(JSContext *ctx)
+{
+    for (;;) {
+        JSContext *jctx;
+        JSValue exc = JS_UNDEFINED;
+        int r;
+        int32_t ms;
+        while ((r = JS_ExecutePendingJob(g_rt, &jctx)) != 0) {
+            if (r < 0)
+                return finish_error(ctx, JS_GetException(ctx), 0);
+        }
+        switch (JS_PromiseState(ctx, g_main)) {
+        case JS_PROMISE_FULFILLED: {
+            JSValue box = JS_PromiseResult(ctx, g_main);
+            JSValue v = JS_GetPropertyStr(ctx, box, "value");
+            int32_t st;
+            JS_FreeValue(ctx, box);
+            if (JS_IsException(v))
+                return finish_error(ctx, JS_GetException(ctx), 0);
+            st = finish_value(ctx, v);
+            JS_FreeValue(ctx, v);
+            return st;
+        }
+        case JS_PROMISE_REJECTED:
+            return finish_error(ctx, JS_PromiseResult(ctx, g_main), 0);
+        default:
+            break;
+        }
+        ms = next_timer(ctx, 0, &exc);
+        if (ms == -2)
+            return finish_error(ctx, exc, 0);
+        g_io.pending = g_npending;
+        g_io.next_timer_ms = ms;
+        if (g_npending > 0 || ms > 0)
+            return ST_WAIT;
+        if (ms < 0)
+            return finish_message("runtime", "Error",
+                                  "the script awaits a promise that nothing can settle: "
+                                  "no tool call or timer is pending");
+        ms = next_timer(ctx, 1, &exc);
+        if (ms == -2)
+            return finish_error(ctx, exc, 0);
+    }
+}
+
+CB_EXPORT("cb_init")
+int32_t cb_init(int32_t stack_size)
+{
+    JSValue glue, fn, arr;
+    g_rt = JS_NewRuntime2(&cb_malloc_funcs, NULL);
+    if (!g_rt)
+        return 1;
+    JS_SetMaxStackSize(g_rt, (size_t)stack_size);
+    JS_SetInterruptHandler(g_rt, cb_interrupt_handler, NULL);
+    JS_SetCanBlock(g_rt, false);
+    g_ctx = JS_NewContext(g_rt);
+    if (!g_ctx)
+        return 2;
+    glue = JS_Eval(g_ctx, glue_src, sizeof glue_src - 1, "<clambot>", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_STRICT);
+    if (JS_IsException(glue))
+        return 3;
+    fn = JS_NewCFunction(g_ctx, cb_log_fn, "log", 2);
+    arr = JS_Call(g_ctx, glue, JS_UNDEFINED, 1, (JSValueConst *)&fn);
+    JS_FreeValue(g_ctx, fn);
+    JS_FreeValue(g_ctx, glue);
+    if (JS_IsException(arr))
+        return 4;
+    g_timers = JS_GetPropertyInt64(g_ctx, arr, 0);
+    g_to_list = JS_GetPropertyInt64(g_ctx, arr, 1);
+    JS_FreeValue(g_ctx, arr);
+    g_io.next_timer_ms = -1;
+    return 0;
+}
+
+CB_EXPORT("cb_alloc") void *cb_alloc(int32_t n) { return malloc((size_t)n); }
+CB_EXPORT("cb_free") void cb_free(void *p) { free(p); }
+CB_EXPORT("cb_io") CbIo *cb_io(void) { return &g_io; }
+CB_EXPORT("cb_interrupt_addr") volatile int32_t *cb_interrupt_addr(void) { return &g_interrupt; }
+
+/* buf holds the tool names (NUL-separated, names_len bytes; installed on the first
+   run of this instance) followed by the code (len bytes and a NUL). */
+CB_EXPORT("cb_eval")
+int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_limit,
+                int32_t result_cap, int32_t stack_size, int64_t seed)
+{
+    JSContext *ctx = g_ctx;
+    const char *code = buf + names_len;
+    JSValue r;
+    reset_run_state(ctx);
+    g_mem_limit = mem_limit > 0 ? (size_t)mem_limit : SIZE_MAX;
+    g_result_cap = result_cap > 0 ? (size_t)result_cap : (1u << 20);
+    ctx->random_state = seed ? (uint64_t)seed : 1;
+    JS_SetMaxStackSize(g_rt, (size_t)stack_size);
+    JS_UpdateStackTop(g_rt);
+    if (!g_tools_installed) {
+        if (install_tools(ctx, buf, names_len))
+            return finish_error(ctx, JS_GetException(ctx), 0);
+        g_tools_installed = 1;
+    }
+    r = JS_Eval(ctx, code, (size_t)len, "script.js", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_ASYNC);
+    if (JS_IsException(r))
+        return finish_error(ctx, JS_GetException(ctx), 1);
+    g_main = r;
+    return cb_step(ctx);
+}
+
+CB_EXPORT("cb_resolve")
+int32_t cb_resolve(int32_t id, int32_t status, const char *p, int32_t len)
+{
+    JSContext *ctx = g_ctx;
+    JSValue funcs[2], v;
+    int i;
+    JS_UpdateStackTop(g_rt);
+    for (i = 0; i < g_npending; i++)
+        if (g_pending[i].id == id)
+            break;
+    if (i == g_npending)
+        return cb_step(ctx);
+    funcs[0] = g_pending[i].funcs[0];
+    funcs[1] = g_pending[i].funcs[1];
+    g_pending[i] = g_pending[--g_npending];
+    if (status == RESOLVE_OK) {
+        v = JS_ParseJSON(ctx, p, (size_t)len, "<tool result>");
+        if (JS_IsException(v)) {
+            settle(ctx, funcs, 0, JS_GetException(ctx));
+        } else {
+            settle(ctx, funcs, 1, v);
+        }
+    } else {
+        char *msg = malloc((size_t)len + 1);
+        if (!msg)
+            host_abort(ABORT_MEMORY);
+        memcpy(msg, p, (size_t)len);
+        msg[len] = 0;
+        if (status == RESOLVE_BAD_ARGS)
+            JS_ThrowTypeError(ctx, "%s", msg);
+        else
+            JS_ThrowPlainError(ctx, "%s", msg);
+        free(msg);
+        v = JS_GetException(ctx);
+        if (g_nberr < MAX_BINDING_ERRORS) {
+            g_berr[g_nberr].err = JS_DupValue(ctx, v);
+            g_berr[g_nberr].kind = status == RESOLVE_DENIED ? KIND_BINDING_DENIED : KIND_BINDING_FAILED;
+            g_nberr++;
+        }
+        settle(ctx, funcs, 0, v);
+    }
+    return cb_step(ctx);
+}
+
+CB_EXPORT("cb_timers")
+int32_t cb_timers(void)
+{
+    JSValue exc = JS_UNDEFINED;
+    JS_UpdateStackTop(g_rt);
+    if (next_timer(g_ctx, 1, &exc) == -2)
+        return finish_error(g_ctx, exc, 0);
+    return cb_step(g_ctx);
+}
