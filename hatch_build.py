@@ -41,7 +41,7 @@ class GuestBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             h.update(build.SDIST_SHA256.encode())
             inputs = h.hexdigest()
             if not (out.exists() and stamp.exists() and stamp.read_text().strip() == inputs):
-                self.app.display_info("clambot-tools: compiling the QuickJS-NG guest (about a minute)")
+                self.app.display_info("clambot-tools: compiling the QuickJS-NG guest (~1 min)")
                 build.build(out)
                 stamp.write_text(inputs + "\n")
         build_data["force_include"][str(out)] = "clambot_tools/_guest.wasm"

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast, overload
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -112,7 +112,7 @@ def _camel(name: str) -> str:
 
 @overload
 def binding(
-    func: Callable[..., Any],
+    func: Callable[..., Any] | Binding,
     *,
     name: str | None = ...,
     description: str | None = ...,
@@ -133,7 +133,7 @@ def binding(
 
 
 def binding(
-    func: Callable[..., Any] | None = None,
+    func: Callable[..., Any] | Binding | None = None,
     *,
     name: str | None = None,
     description: str | None = None,
@@ -171,9 +171,8 @@ def binding(
     else:
         model, var_kw = _model_from_signature(func, bname)
     desc = description if description is not None else inspect.getdoc(func) or ""
-    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)
-    )
+    call = type(func).__call__ if not inspect.isroutine(func) else func
+    is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
     return Binding(bname, func, desc.strip(), tuple(effects), model, is_async, var_kw)
 
 
@@ -200,5 +199,5 @@ def _finite(v: Any, depth: int = 0) -> Any:
 
 def _key(k: Any) -> str:
     if isinstance(k, (int, float, bool)) or k is None:
-        return cast(str, json.dumps(k))
+        return json.dumps(k)
     raise TypeError(f"dict keys must be strings, not {type(k).__name__}")

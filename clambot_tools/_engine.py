@@ -121,7 +121,7 @@ def _load_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
         return None
     try:
         return wasmtime.Module.deserialize(engine, payload)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any refusal means "compile again"
         return None
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from ctypes import POINTER, byref
 from dataclasses import dataclass
+from typing import Any
 
 import wasmtime
 from wasmtime import _ffi as ffi
@@ -67,7 +68,7 @@ def _trap_ptr(message: bytes) -> int:
     return ctypes.cast(trap, ctypes.c_void_p).value or 0
 
 
-def _host(fn: Callable[[Guest, ctypes.Array[_VAL]], int | None]) -> _CALLBACK:
+def _host(fn: Callable[[Guest, ctypes.Array[_VAL]], int | None]) -> Any:
     """Wrap a host function: find its guest, never let a Python exception escape."""
 
     def entry(env: int | None, caller: object, args: ctypes.Array[_VAL], nargs: int) -> int:
@@ -149,7 +150,7 @@ def _errno(code: int) -> Callable[[Guest, ctypes.Array[_VAL]], int | None]:
 
 
 _EBADF, _ESPIPE = 8, 70
-_HOST_FUNCS: dict[tuple[str, str], _CALLBACK] = {
+_HOST_FUNCS: dict[tuple[str, str], Any] = {
     ("clambot", "log"): _host(_h_log),
     ("clambot", "call"): _host(_h_call),
     ("clambot", "abort"): _host(_h_abort),
@@ -194,8 +195,8 @@ class Guest:
         self.store.set_epoch_deadline(1 << 62)
         self._ctx = self.store._context()
         self.fuel = fuel
-        if fuel is not None:
-            ffi.wasmtime_context_set_fuel(self._ctx, fuel)
+        if rt.fuel:  # an engine that meters fuel traps at once without any
+            ffi.wasmtime_context_set_fuel(self._ctx, fuel if fuel is not None else 1 << 62)
         imports = []
         for mod, name, ftype in image.imports:
             raw = ffi.wasmtime_func_t()
@@ -278,7 +279,7 @@ class Guest:
             raise self._trap_error(trap)
         return int(vals[0].i32)
 
-    def _trap_error(self, trap: object) -> GuestTrap:
+    def _trap_error(self, trap: Any) -> GuestTrap:
         code = ffi.wasmtime_trap_code_t()
         has_code = ffi.wasmtime_trap_code(trap, byref(code))
         t = wasmtime.Trap._from_ptr(trap)  # takes ownership; frees the trap
@@ -286,11 +287,11 @@ class Guest:
             return GuestTrap(self.abort_kind, self.abort_message)
         if has_code:
             c = code.value
-            if c == wasmtime.TrapCode.INTERRUPT:
+            if c == wasmtime.TrapCode.INTERRUPT.value:
                 return GuestTrap("timeout", "the script ran past its time limit")
-            if c == wasmtime.TrapCode.OUT_OF_FUEL:
+            if c == wasmtime.TrapCode.OUT_OF_FUEL.value:
                 return GuestTrap("timeout", "the script used up its fuel budget")
-            if c == wasmtime.TrapCode.STACK_OVERFLOW:
+            if c == wasmtime.TrapCode.STACK_OVERFLOW.value:
                 return GuestTrap("stack", "call stack exhausted (recursion too deep)")
         return GuestTrap("internal", f"the engine stopped the script: {t.message}")
 

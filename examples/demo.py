@@ -26,7 +26,8 @@ const cities = ['Paris', 'Oslo', 'Lima'];
 const reports = await Promise.all(cities.map((city) => tools.get_weather({ city })));
 console.log('fetched', reports.length, 'reports');
 const warmest = reports.reduce((a, b) => (a.temp_c > b.temp_c ? a : b));
-({ warmest: warmest.city, mean_f: reports.reduce((s, r) => s + r.temp_c * 9 / 5 + 32, 0) / reports.length })
+const meanF = reports.reduce((s, r) => s + r.temp_c * 9 / 5 + 32, 0) / reports.length;
+({ warmest: warmest.city, mean_f: Math.round(meanF * 10) / 10 })
 """
 
 

@@ -154,6 +154,7 @@ def build(output: Path) -> Path:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent / "clambot_tools" / "_guest.wasm"
+    default = HERE.parent / "clambot_tools" / "_guest.wasm"
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     built = build(target)
     print(f"{built}: {built.stat().st_size} bytes, sha256 {_sha256(built)}")

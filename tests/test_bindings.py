@@ -1,0 +1,203 @@
+"""Bindings as a script sees them: async functions on the frozen global `tools`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from clambot_tools import ConfigError, Limits, Policy, Sandbox, binding
+
+
+def test_sync_and_async_bindings_get_keyword_arguments() -> None:
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    async def shout(text: str, times: int = 1) -> str:
+        await asyncio.sleep(0)
+        return text.upper() * times
+
+    sb = Sandbox(bindings=[add, shout])
+    res = sb.run("[await tools.add({a: 2, b: 3}), await tools.shout({text: 'hi', times: 2})]")
+    assert res.value == [5, "HIHI"]
+    assert res.stats.binding_calls == 2
+
+
+def test_promise_all_runs_bindings_concurrently() -> None:
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def slow_sync(tag: str) -> str:
+        t0 = time.monotonic()
+        time.sleep(0.2)
+        with lock:
+            spans.append((t0, time.monotonic()))
+        return tag
+
+    async def slow_async(tag: str) -> str:
+        t0 = time.monotonic()
+        await asyncio.sleep(0.2)
+        with lock:
+            spans.append((t0, time.monotonic()))
+        return tag
+
+    sb = Sandbox(bindings=[slow_sync, slow_async])
+    res = sb.run(
+        "await Promise.all([tools.slow_sync({tag: 'a'}), tools.slow_async({tag: 'b'}),"
+        " tools.slow_sync({tag: 'c'})])"
+    )
+    assert res.value == ["a", "b", "c"]
+    starts, ends = [s for s, _ in spans], [e for _, e in spans]
+    assert max(starts) < min(ends)  # all three were in flight at once
+
+
+def test_invalid_arguments_reject_with_type_error() -> None:
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    sb = Sandbox(bindings=[add])
+    res = sb.run(
+        "const out = [];\n"
+        "for (const args of [{a: 'x', b: 2}, {a: 1}, [1, 2], 'a', {a: 1, b: 2, c: 3}]) {\n"
+        "  try { await tools.add(args); out.push('ok') }\n"
+        "  catch (e) { out.push(e instanceof TypeError ? 'TypeError' : String(e)) }\n"
+        "}\nout"
+    )
+    assert res.value == ["TypeError"] * 5
+    msg = sb.run("await tools.add({a: 1})")
+    assert msg.error is not None and msg.error.kind == "binding_failed"
+    assert msg.error.name == "TypeError" and "b" in msg.error.message
+
+
+def test_failing_binding_is_a_catchable_error_without_host_details() -> None:
+    def fail(message: str) -> None:
+        raise RuntimeError(message)
+
+    sb = Sandbox(bindings=[fail])
+    res = sb.run(
+        "try { await tools.fail({message: 'disk full'}) }\n"
+        "catch (e) { [e.name, e.message, String(e.stack)] }"
+    )
+    name, message, stack = res.value
+    assert (name, message) == ("Error", "disk full")
+    assert "Traceback" not in stack and ".py" not in stack and "RuntimeError" not in stack
+    uncaught = sb.run("await tools.fail({message: 'x'})")
+    assert uncaught.error is not None and uncaught.error.kind == "binding_failed"
+
+
+def test_policy_denies_without_running_the_function() -> None:
+    ran: list[str] = []
+
+    @binding(effects=("write",))
+    def delete_all() -> str:
+        ran.append("delete_all")
+        return "gone"
+
+    def read() -> str:
+        return "data"
+
+    sb = Sandbox(bindings=[delete_all, read], policy=Policy(deny_effects=["write"]))
+    res = sb.run("await tools.delete_all()")
+    assert res.error is not None and res.error.kind == "binding_denied"
+    assert ran == []
+    only_read = Sandbox(bindings=[delete_all, read], policy=Policy(allow=["read"]))
+    assert only_read.run("await tools.read()").value == "data"
+    res = only_read.run("await tools.delete_all()")
+    assert res.error is not None and res.error.kind == "binding_denied"
+    assert ran == []
+
+
+def test_call_cap_per_run() -> None:
+    def ping() -> int:
+        return 1
+
+    sb = Sandbox(bindings=[ping], policy=Policy(max_calls=3))
+    res = sb.run(
+        "let n = 0; for (let i = 0; i < 5; i++) { try { n += await tools.ping() } catch (e) {} } n"
+    )
+    assert res.value == 3
+
+
+def test_tools_object_is_frozen_and_names_need_not_be_identifiers() -> None:
+    @binding(name="weather-now")
+    def weather() -> str:
+        return "sunny"
+
+    sb = Sandbox(bindings=[weather])
+    res = sb.run(
+        "'use strict';\nlet e1 = 'no'; try { tools.x = 1 } catch (e) { e1 = e.name }\n"
+        "[await tools['weather-now'](), Object.isFrozen(tools), e1, Object.keys(tools)]"
+    )
+    assert res.value == ["sunny", True, "TypeError", ["weather-now"]]
+
+
+def test_pydantic_schema_and_json_only_results() -> None:
+    class Query(BaseModel):
+        q: str
+        limit: int = 10
+
+    def search(q: str, limit: int) -> dict[str, Any]:
+        return {"q": q, "limit": limit, "nan": float("nan")}
+
+    def bad() -> object:
+        return object()
+
+    sb = Sandbox(bindings=[binding(search, args_schema=Query), bad])
+    assert sb.run("await tools.search({q: 'x'})").value == {"q": "x", "limit": 10, "nan": None}
+    res = sb.run("await tools.bad()")
+    assert res.error is not None and res.error.kind == "binding_failed"
+    assert "not JSON" in res.error.message
+
+
+def test_run_ends_while_calls_are_pending_without_hanging() -> None:
+    def forever() -> None:
+        time.sleep(5)
+
+    sb = Sandbox(bindings=[forever], limits=Limits(timeout_s=2))
+    t0 = time.monotonic()
+    res = sb.run("tools.forever(); 'done without waiting'")
+    assert res.value == "done without waiting"
+    assert time.monotonic() - t0 < 1
+
+
+def test_timeout_covers_time_spent_in_bindings() -> None:
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    sb = Sandbox(bindings=[slow], limits=Limits(timeout_s=0.3))
+    t0 = time.monotonic()
+    res = sb.run("await tools.slow()")
+    assert res.error is not None and res.error.kind == "timeout"
+    assert time.monotonic() - t0 < 2
+
+
+def test_async_bindings_run_on_the_callers_loop_in_arun() -> None:
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def where() -> str:
+        seen.append(asyncio.get_running_loop())
+        return "here"
+
+    sb = Sandbox(bindings=[where])
+
+    async def main() -> tuple[Any, asyncio.AbstractEventLoop]:
+        res = await sb.arun("await tools.where()")
+        return res.value, asyncio.get_running_loop()
+
+    value, loop = asyncio.run(main())
+    assert value == "here" and seen == [loop]
+
+
+def test_duplicate_and_invalid_bindings_are_config_errors() -> None:
+    def f() -> None: ...
+
+    with pytest.raises(ConfigError):
+        Sandbox(bindings=[f, binding(f)])
+    with pytest.raises(ConfigError):
+        binding(f, name="")
+    with pytest.raises(ConfigError):
+        binding(f, effects=("teleport",))  # type: ignore[arg-type]
