@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from ctypes import POINTER, byref
@@ -34,6 +35,44 @@ _ABORT_KINDS: dict[int, ErrorKind] = {1: "memory"}
 _VAL = ffi.wasmtime_val_raw
 _CALLBACK = ffi.wasmtime_func_unchecked_callback_t
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()
+
+class _Fast:
+    """The same C functions as wasmtime's bindings, called *without* releasing the GIL.
+
+    ctypes releases the GIL around every call into a CDLL. For calls that take a
+    microsecond (bookkeeping, short exports) that release/reacquire is most of their
+    cost, and with several threads it turns into GIL ping-pong. These go through a
+    PyDLL handle to the same library instead; anything that may run JS still releases.
+    """
+
+    def __init__(self) -> None:
+        lib = ctypes.PyDLL(ffi.dll._name)
+        for name in (
+            "wasmtime_store_new",
+            "wasmtime_store_context",
+            "wasmtime_store_limiter",
+            "wasmtime_context_set_epoch_deadline",
+            "wasmtime_context_set_fuel",
+            "wasmtime_context_get_fuel",
+            "wasmtime_context_get_data",
+            "wasmtime_caller_context",
+            "wasmtime_instance_export_nth",
+            "wasmtime_memory_data",
+            "wasmtime_memory_data_size",
+            "wasmtime_func_call_unchecked",
+            "wasmtime_trap_new",
+            "wasmtime_trap_code",
+        ):
+            slow = getattr(ffi.dll, name)
+            fast = getattr(lib, name)
+            fast.argtypes, fast.restype = slow.argtypes, slow.restype
+            setattr(self, name, fast)
+
+    def __getattr__(self, name: str) -> Any:  # pragma: no cover - typing aid
+        raise AttributeError(name)
+
+
+_fast = _Fast()
 
 #: live guests by id; host functions find their guest through the id in their env pointer
 _LIVE: dict[int, Guest] = {}
@@ -64,15 +103,17 @@ class Outcome:
 
 
 def _trap_ptr(message: bytes) -> int:
-    trap = ffi.wasmtime_trap_new(message, len(message))
+    trap = _fast.wasmtime_trap_new(message, len(message))
     return ctypes.cast(trap, ctypes.c_void_p).value or 0
 
 
 def _host(fn: Callable[[Guest, ctypes.Array[_VAL]], int | None]) -> Any:
-    """Wrap a host function: find its guest, never let a Python exception escape."""
+    """Wrap a host function: find its guest (the store's data is the guest's id) and
+    never let a Python exception cross into C."""
 
-    def entry(env: int | None, caller: object, args: ctypes.Array[_VAL], nargs: int) -> int:
-        guest = _LIVE.get(env or 0)
+    def entry(env: int | None, caller: Any, args: ctypes.Array[_VAL], nargs: int) -> int:
+        ctx = _fast.wasmtime_caller_context(caller)
+        guest = _LIVE.get(_fast.wasmtime_context_get_data(ctx) or 0)
         if guest is None:
             return _trap_ptr(b"clambot: guest is gone")
         try:
@@ -165,6 +206,50 @@ _HOST_FUNCS: dict[tuple[str, str], Any] = {
 # ---------------------------------------------------------------- the instance
 
 
+class Linked:
+    """A start image, linked once: an InstancePre with our host functions, and the
+    positions of the exports the host uses."""
+
+    def __init__(self, image: StartImage) -> None:
+        self.image = image
+        engine = image.runtime.engine
+        linker = ffi.wasmtime_linker_new(engine.ptr())
+        try:
+            for mod, name, ftype in image.imports:
+                m, n = mod.encode(), name.encode()
+                err = ffi.wasmtime_linker_define_func_unchecked(
+                    linker, m, len(m), n, len(n), ftype.ptr(), _HOST_FUNCS[(mod, name)],
+                    None, _NO_FINALIZER,
+                )
+                if err:
+                    raise wasmtime.WasmtimeError._from_ptr(err)
+            self.pre = ctypes.POINTER(ffi.wasmtime_instance_pre_t)()
+            err = ffi.wasmtime_linker_instantiate_pre(linker, image.module.ptr(), byref(self.pre))
+            if err:
+                raise wasmtime.WasmtimeError._from_ptr(err)
+        finally:
+            ffi.wasmtime_linker_delete(linker)
+        names = [e.name for e in image.module.exports]
+        self.export_index = {n: names.index(n) for n in (*image.export_names, "memory")}
+        # Addresses inside the guest are the same in every instance of one image.
+        self.io_addr = 0
+        self.interrupt_addr = 0
+
+
+_linked: dict[int, Linked] = {}
+_linked_lock = threading.Lock()
+def linked(image: StartImage) -> Linked:
+    """The process-wide linked form of `image`."""
+    lk = _linked.get(id(image))
+    if lk is None:
+        with _linked_lock:
+            lk = _linked.get(id(image))
+            if lk is None:
+                lk = Linked(image)
+                _linked[id(image)] = lk
+    return lk
+
+
 def _noop_log(level: int, data: bytes) -> bool:
     return True
 
@@ -183,60 +268,71 @@ class Guest:
         memory_limit_bytes: int,
         fuel: int | None = None,
     ) -> None:
-        rt = image.runtime
+        lk = linked(image)
         self.id = next(_ids)
         self.abort_kind: ErrorKind | None = None
         self.abort_message = ""
         self.frozen_clock = image.needs_init
         self.on_log: Callable[[int, bytes], bool] = _noop_log
         self.on_call: Callable[[int, int, bytes], None] = _noop_call
-        self.store = wasmtime.Store(rt.engine)
-        self.store.set_limits(memory_size=memory_limit_bytes)
-        self.store.set_epoch_deadline(1 << 62)
-        self._ctx = self.store._context()
-        self.fuel = fuel
-        if rt.fuel:  # an engine that meters fuel traps at once without any
-            ffi.wasmtime_context_set_fuel(self._ctx, fuel if fuel is not None else 1 << 62)
-        imports = []
-        for mod, name, ftype in image.imports:
-            raw = ffi.wasmtime_func_t()
-            ffi.wasmtime_func_new_unchecked(
-                self._ctx, ftype.ptr(), _HOST_FUNCS[(mod, name)], self.id, _NO_FINALIZER, byref(raw)
-            )
-            imports.append(wasmtime.Func._from_raw(raw))
-        _LIVE[self.id] = self
-        try:
-            instance = wasmtime.Instance(self.store, image.module, imports)
-        except BaseException:
-            _LIVE.pop(self.id, None)
-            raise
-        exports = instance.exports(self.store)
-        mem = exports["memory"]
-        assert isinstance(mem, wasmtime.Memory)
-        self._mem = mem._memory
-        self._funcs = {}
-        for name in image.export_names:
-            f = exports[name]
-            assert isinstance(f, wasmtime.Func)
-            self._funcs[name] = f._func
-        self._vals = (_VAL * 8)()
-        self.base = ctypes.cast(ffi.wasmtime_memory_data(self._ctx, byref(self._mem)),
-                                ctypes.c_void_p).value or 0
-        self._io = 0
-        self.interrupt_address = 0
         self.closed = False
+        self._store = _fast.wasmtime_store_new(
+            image.runtime.engine.ptr(), ctypes.c_void_p(self.id), _NO_FINALIZER
+        )
+        self._ctx = _fast.wasmtime_store_context(self._store)
+        _fast.wasmtime_store_limiter(self._store, memory_limit_bytes, -1, -1, -1, -1)
+        _fast.wasmtime_context_set_epoch_deadline(self._ctx, 1 << 62)
+        self.fuel = fuel
+        if image.runtime.fuel:  # an engine that meters fuel traps at once without any
+            _fast.wasmtime_context_set_fuel(self._ctx, 1 << 62)
+        _LIVE[self.id] = self
+        instance = ffi.wasmtime_instance_t()
+        trap = POINTER(ffi.wasm_trap_t)()
+        err = ffi.wasmtime_instance_pre_instantiate(lk.pre, self._ctx, byref(instance), byref(trap))
+        if err or trap:
+            if err:
+                why = str(wasmtime.WasmtimeError._from_ptr(err))
+            else:
+                why = str(wasmtime.Trap._from_ptr(trap))
+            self.close()
+            if "concurrent" in why:  # every slot of the engine's pool is in use
+                raise GuestTrap("internal", f"too many sandboxes are alive at once: {why}")
+            raise GuestTrap("memory", "the sandbox could not be created within its memory limit")
+        self._funcs = {}
+        item = ffi.wasmtime_extern_t()
+        name_ptr = ctypes.POINTER(ctypes.c_char)()
+        name_len = ctypes.c_size_t()
+        for name, idx in lk.export_index.items():
+            _fast.wasmtime_instance_export_nth(
+                self._ctx, byref(instance), idx, byref(name_ptr), byref(name_len), byref(item)
+            )
+            if name == "memory":
+                self._mem = ffi.wasmtime_memory_t()
+                ctypes.pointer(self._mem)[0] = item.of.memory
+            else:
+                f = ffi.wasmtime_func_t()
+                ctypes.pointer(f)[0] = item.of.func
+                self._funcs[name] = f
+        self._vals = (_VAL * 8)()
+        self.base = ctypes.cast(_fast.wasmtime_memory_data(self._ctx, byref(self._mem)),
+                                ctypes.c_void_p).value or 0
         if image.needs_init:
             self.call("_initialize")
             if self.call("cb_init", image.stack_bytes) != 0:
                 raise GuestTrap("internal", "guest initialisation failed")
             self.frozen_clock = False
-        self._io = self.call("cb_io")
-        self.interrupt_address = self.base + self.call("cb_interrupt_addr")
+        if not lk.io_addr:
+            lk.io_addr = self.call("cb_io", quick=True)
+            lk.interrupt_addr = self.call("cb_interrupt_addr", quick=True)
+        self._io = lk.io_addr
+        self.interrupt_address = self.base + lk.interrupt_addr
+        if fuel is not None:  # the budget starts now, identical for every run
+            _fast.wasmtime_context_set_fuel(self._ctx, fuel)
 
     # -- memory
 
     def size(self) -> int:
-        return int(ffi.wasmtime_memory_data_size(self._ctx, byref(self._mem)))
+        return int(_fast.wasmtime_memory_data_size(self._ctx, byref(self._mem)))
 
     def read(self, ptr: int, length: int) -> bytes:
         """Bytes [ptr, ptr+length) of linear memory; refuses anything out of bounds."""
@@ -258,8 +354,9 @@ class Guest:
 
     # -- calls
 
-    def call(self, name: str, *args: int) -> int:
+    def call(self, name: str, *args: int, quick: bool = False) -> int:
         """Call an export with integer arguments; returns its i32 result (or 0).
+        `quick` keeps the GIL: only for exports that run no JavaScript.
 
         Raises GuestTrap when the guest traps, whatever the reason.
         """
@@ -267,7 +364,8 @@ class Guest:
         for i, v in enumerate(args):
             vals[i].i64 = v
         trap = POINTER(ffi.wasm_trap_t)()
-        err = ffi.wasmtime_func_call_unchecked(
+        call = _fast.wasmtime_func_call_unchecked if quick else ffi.wasmtime_func_call_unchecked
+        err = call(
             self._ctx, byref(self._funcs[name]), vals, 8, byref(trap)
         )
         if err:
@@ -281,7 +379,7 @@ class Guest:
 
     def _trap_error(self, trap: Any) -> GuestTrap:
         code = ffi.wasmtime_trap_code_t()
-        has_code = ffi.wasmtime_trap_code(trap, byref(code))
+        has_code = _fast.wasmtime_trap_code(trap, byref(code))
         t = wasmtime.Trap._from_ptr(trap)  # takes ownership; frees the trap
         if self.abort_kind is not None:
             return GuestTrap(self.abort_kind, self.abort_message)
@@ -307,7 +405,7 @@ class Guest:
         self, names: bytes, code: bytes, mem_limit: int, result_cap: int, stack: int, seed: int
     ) -> Outcome:
         """Start a script. `names` is the NUL-separated list of tool names."""
-        buf = self.call("cb_alloc", len(names) + len(code) + 1)
+        buf = self.call("cb_alloc", len(names) + len(code) + 1, quick=True)
         if not buf:
             raise GuestTrap("memory", "no room for the script in guest memory")
         self.write(buf, names + code + b"\0")
@@ -317,12 +415,12 @@ class Guest:
 
     def resolve(self, call_id: int, status: int, payload: bytes) -> Outcome:
         """Settle a pending tool call: status 0 ok (payload is JSON), else an error message."""
-        buf = self.call("cb_alloc", len(payload) + 1)
+        buf = self.call("cb_alloc", len(payload) + 1, quick=True)
         if not buf:
             raise GuestTrap("memory", "no room for a tool result in guest memory")
         self.write(buf, payload + b"\0")
         state = self.call("cb_resolve", call_id, status, buf, len(payload))
-        self.call("cb_free", buf)
+        self.call("cb_free", buf, quick=True)
         return self.outcome(state)
 
     def timers(self) -> Outcome:
@@ -333,13 +431,16 @@ class Guest:
         if self.fuel is None:
             return None
         left = ctypes.c_uint64()
-        ffi.wasmtime_context_get_fuel(self._ctx, byref(left))
+        _fast.wasmtime_context_get_fuel(self._ctx, byref(left))
         return self.fuel - int(left.value)
 
+    def set_epoch_deadline(self, ticks: int) -> None:
+        """Trap once the engine's epoch has advanced `ticks` times from now."""
+        _fast.wasmtime_context_set_epoch_deadline(self._ctx, ticks)
+
     def close(self) -> None:
-        """Release the store. Safe to call twice."""
+        """Release the store (its slot goes back to the engine's pool). Safe to call twice."""
         if not self.closed:
             self.closed = True
             _LIVE.pop(self.id, None)
-            self.store.close()
-
+            ffi.wasmtime_store_delete(self._store)

@@ -18,7 +18,7 @@ class Policy(BaseModel):
         max_calls: most tool calls one run may make; the call past it is denied.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     allow: Sequence[str] | None = None
     deny_effects: Sequence[Effect] = ()

@@ -18,7 +18,7 @@ _FRAME = re.compile(r"\(?script\.js:(\d+):(\d+)\)?")
 class LogEntry(BaseModel):
     """One console call: its level and its text (arguments joined by spaces)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     level: LogLevel
     message: str
@@ -36,7 +36,7 @@ class RunError(BaseModel):
             when known. The script is run exactly as given, so these are its own lines.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: ErrorKind
     name: str

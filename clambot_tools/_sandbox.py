@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures as cf
 import json
 import math
@@ -11,7 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._bindings import Binding, BindingArgumentError, binding, to_json_bytes
 from ._engine import TICK_S
@@ -21,6 +20,9 @@ from ._image import StartImage, start_image
 from ._limits import GUEST_C_STACK_KB, Limits
 from ._policy import Policy
 from ._result import LOG_LEVELS, LogEntry, RunError, RunResult, RunStats
+
+if TYPE_CHECKING:  # asyncio costs ~11 ms to import: only runs that need it pay
+    import asyncio
 
 _RESOLVE_OK, _RESOLVE_FAILED, _RESOLVE_DENIED, _RESOLVE_BAD_ARGS = 0, 1, 2, 3
 #: after the soft deadline (QuickJS's interrupt), Wasmtime's epoch trap stops a script
@@ -52,6 +54,8 @@ def _binding_pool() -> cf.ThreadPoolExecutor:
 def _background_loop() -> asyncio.AbstractEventLoop:
     """An event loop on a daemon thread, for async bindings called from sync `run`."""
     global _bg_loop
+    import asyncio
+
     with _shared_lock:
         if _bg_loop is None:
             loop = asyncio.new_event_loop()
@@ -119,6 +123,8 @@ class Sandbox:
 
         Raises ConfigError only if `code` is not a str.
         """
+        import asyncio
+
         loop = asyncio.get_running_loop()
         job = _Run(self, code, loop)
         fut = loop.run_in_executor(None, job.execute)
@@ -161,7 +167,8 @@ class _Run:
             self.log_bytes = self.limits.max_log_bytes
             return False
         self.log_bytes += len(data)
-        self.logs.append(LogEntry(level=lvl, message=data.decode("utf-8", "replace")))
+        text = data.decode("utf-8", "replace")
+        self.logs.append(LogEntry.model_construct(level=lvl, message=text))
         return True
 
     def on_call(self, call_id: int, tool: int, data: bytes) -> None:
@@ -191,6 +198,8 @@ class _Run:
                 continue
             fut: cf.Future[Any]
             if b.is_async:
+                import asyncio
+
                 loop = self.loop or _background_loop()
                 fut = asyncio.run_coroutine_threadsafe(b.func(**kwargs), loop)
             else:
@@ -249,7 +258,7 @@ class _Run:
                 self.guest = guest
             guest.on_log = self.on_log
             guest.on_call = self.on_call
-            guest.store.set_epoch_deadline(math.ceil((lim.timeout_s + _HARD_GRACE_S) / TICK_S) + 1)
+            guest.set_epoch_deadline(math.ceil((lim.timeout_s + _HARD_GRACE_S) / TICK_S) + 1)
             token = rt.ticker.watch(deadline, guest.interrupt_address)
             if self.cancelled:
                 return self._failure("timeout", "the run was cancelled", t0)
@@ -312,7 +321,9 @@ class _Run:
 
     def _stats(self, t0: float, out: Outcome | None = None) -> RunStats:
         g = self.guest
-        return RunStats(
+        # model_construct: these values are ours and already typed; validation would
+        # cost more than the rest of a small run's Python side
+        return RunStats.model_construct(
             duration_ms=(time.perf_counter() - t0) * 1000,
             memory_bytes=out.mem_used if out is not None else None,
             binding_calls=self.calls_made,
@@ -335,7 +346,9 @@ class _Run:
                 value = json.loads(text)
             except ValueError as exc:
                 return self._failure("internal", f"the result could not be read: {exc}", t0)
-            return RunResult(ok=True, value=value, logs=self.logs, stats=self._stats(t0, out))
+            return RunResult.model_construct(
+                ok=True, value=value, logs=self.logs, error=None, stats=self._stats(t0, out)
+            )
         assert out.state == ST_ERROR
         try:
             rec = json.loads(text)
