@@ -34,7 +34,6 @@ NATIVE_STACK_BYTES = 5 * 1024 * 1024
 _ASYNC_STACK_BYTES = NATIVE_STACK_BYTES + 1024 * 1024
 #: The ticker wakes at least this often while runs are active (epoch granularity).
 TICK_S = 0.005
-_CACHE_MAGIC = b"CLAMBOT-CWASM-1\n"
 _WASMTIME_VERSION = "50.0.1"
 
 
@@ -119,53 +118,59 @@ def cache_dir() -> Path | None:
     return path
 
 
+def _private_file(path: Path) -> bool:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
 def _load_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
+    """The module at `path` if it and its checksum file are ours and agree, else None."""
+    digest_path = path.with_suffix(".sha256")
+    if not (_private_file(path) and _private_file(digest_path)):
+        return None
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        expected = digest_path.read_text().strip()
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            return None
-        with os.fdopen(fd, "rb") as fh:
-            fd = -1
-            blob = fh.read()
-    except OSError:
-        return None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    head = len(_CACHE_MAGIC)
-    if blob[:head] != _CACHE_MAGIC or len(blob) < head + 32:
-        return None
-    digest, payload = blob[head : head + 32], blob[head + 32 :]
-    if hashlib.sha256(payload).digest() != digest:
+    if expected != actual:
         return None
     try:
-        return wasmtime.Module.deserialize(engine, payload)
+        # mmaps the file: no copy of the ~4 MB of code (0.1 ms instead of 2 ms)
+        return wasmtime.Module.deserialize_file(engine, str(path))
     except Exception:  # noqa: BLE001 - any refusal means "compile again"
         return None
 
 
-def _store_cached(path: Path, module: wasmtime.Module) -> None:
+def _write_atomic(path: Path, data: bytes) -> None:
     import tempfile  # only on a cache miss: it costs ~5 ms to import
 
-    payload = bytes(module.serialize())
-    blob = _CACHE_MAGIC + hashlib.sha256(payload).digest() + payload
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
-    except OSError:
-        return
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
+            fh.write(data)
         os.replace(tmp, path)
     except OSError:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        raise
+
+
+def _store_cached(path: Path, module: wasmtime.Module) -> None:
+    """Write the module, then its checksum (a reader that sees only the first finds a
+    mismatch and recompiles). Failures only cost the cache."""
+    payload = bytes(module.serialize())
+    try:
+        _write_atomic(path, payload)
+        _write_atomic(path.with_suffix(".sha256"), hashlib.sha256(payload).hexdigest().encode())
+    except OSError:
+        pass
 
 
 def cached_module(

@@ -2,33 +2,57 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+from dataclasses import dataclass
+
+from ._errors import ConfigError
 
 #: Size of the C stack linked into the guest (quickjs_wasm/build.py, -z stack-size).
 GUEST_C_STACK_KB = 1024
 
 
-class Limits(BaseModel):
+def _check(name: str, value: object, lo: float, hi: float, *, integer: bool) -> None:
+    kind = "an int" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise ConfigError(f"Limits.{name} must be {kind}, got {value!r}")
+    assert isinstance(value, (int, float))
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ConfigError(f"Limits.{name} must be between {lo:g} and {hi:g}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Limits:
     """What one run may use. Hitting any limit ends the run with a RunError of that kind.
 
     Attributes:
-        timeout_s: wall-clock time for the whole run, tool calls included.
-        memory_mb: memory the JavaScript heap may hold.
-        stack_kb: QuickJS's stack budget (at most 960). Deep recursion past it is a
-            catchable ``RangeError``; left uncaught it ends the run with kind ``stack``.
-        max_log_bytes: total bytes of console output kept; more ends the run
-            with kind ``output_limit``.
-        max_result_bytes: bytes of the JSON result (also the cap on the JSON of one
-            tool call's arguments); more ends the run with kind ``output_limit``.
+        timeout_s: wall-clock time for the whole run, tool calls included (default 5).
+        memory_mb: live memory the JavaScript heap may hold (default 64).
+        stack_kb: QuickJS's stack budget, 64 to 960 (default 512, about 1,600 frames).
+            Recursion past it is a catchable ``RangeError``; left uncaught it ends
+            the run with kind ``stack``.
+        max_log_bytes: bytes of console output kept; more ends the run with kind
+            ``output_limit`` (default 1 MiB).
+        max_result_bytes: bytes of the JSON result, and of the JSON arguments of one
+            tool call; more ends the run with kind ``output_limit`` (default 1 MiB).
         fuel: an optional deterministic budget of Wasm instructions (roughly); when it
             runs out the run ends with kind ``timeout``. Costs about 10-20% speed.
+
+    Raises ConfigError (a ValueError) for a value out of range.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    timeout_s: float = 5.0
+    memory_mb: int = 64
+    stack_kb: int = 512
+    max_log_bytes: int = 1 << 20
+    max_result_bytes: int = 1 << 20
+    fuel: int | None = None
 
-    timeout_s: float = Field(default=5.0, gt=0, le=24 * 3600)
-    memory_mb: int = Field(default=64, ge=4, le=3072)
-    stack_kb: int = Field(default=512, ge=64, le=GUEST_C_STACK_KB - 64)
-    max_log_bytes: int = Field(default=1 << 20, ge=0, le=1 << 30)
-    max_result_bytes: int = Field(default=1 << 20, ge=16, le=256 << 20)
-    fuel: int | None = Field(default=None, gt=0)
+    def __post_init__(self) -> None:
+        _check("timeout_s", self.timeout_s, 1e-3, 24 * 3600, integer=False)
+        _check("memory_mb", self.memory_mb, 4, 3072, integer=True)
+        _check("stack_kb", self.stack_kb, 64, GUEST_C_STACK_KB - 64, integer=True)
+        _check("max_log_bytes", self.max_log_bytes, 0, 1 << 30, integer=True)
+        _check("max_result_bytes", self.max_result_bytes, 16, 256 << 20, integer=True)
+        if self.fuel is not None:
+            _check("fuel", self.fuel, 1, 1 << 62, integer=True)

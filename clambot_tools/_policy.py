@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from ._bindings import EFFECTS, Binding, Effect
+from ._errors import ConfigError
 
-from ._bindings import Binding, Effect
 
-
-class Policy(BaseModel):
+@dataclass(frozen=True)
+class Policy:
     """Decides each tool call before the binding's function runs.
 
     Attributes:
         allow: names of the bindings a script may call; None allows every granted one.
         deny_effects: effects that are refused outright (e.g. ``["write", "network"]``).
-        max_calls: most tool calls one run may make; the call past it is denied.
-    """
+        max_calls: most tool calls one run may make (default 1000); None for no cap.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    Raises ConfigError for an unknown effect or a negative cap.
+    """
 
     allow: Sequence[str] | None = None
     deny_effects: Sequence[Effect] = ()
-    max_calls: int | None = Field(default=1000, ge=0)
+    max_calls: int | None = 1000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.allow, str):
+            raise ConfigError("Policy.allow is a list of binding names, not one string")
+        bad = [e for e in self.deny_effects if e not in EFFECTS]
+        if bad:
+            raise ConfigError(f"Policy.deny_effects: unknown effects {bad}; use {list(EFFECTS)}")
+        if self.max_calls is not None and (
+            isinstance(self.max_calls, bool) or not isinstance(self.max_calls, int)
+            or self.max_calls < 0
+        ):
+            raise ConfigError(
+                f"Policy.max_calls must be an int >= 0 or None, got {self.max_calls!r}"
+            )
 
     def refusal(self, b: Binding, calls_so_far: int) -> str | None:
         """Why a call to `b` is refused, or None when it may go ahead."""

@@ -64,7 +64,7 @@ class RunError(BaseModel):
 class RunStats(BaseModel):
     """How much the run used."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     duration_ms: float
     memory_bytes: int | None = None
@@ -88,7 +88,7 @@ class RunResult(BaseModel):
         stats: duration and other measurements.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     ok: bool
     value: Any = None

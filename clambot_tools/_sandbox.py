@@ -95,6 +95,8 @@ class Sandbox:
         if not isinstance(self.limits, Limits):
             raise ConfigError("limits must be a clambot_tools.Limits")
         self.policy = policy if policy is not None else Policy()
+        if not isinstance(self.policy, Policy):
+            raise ConfigError("policy must be a clambot_tools.Policy")
         self._bindings: list[Binding] = [binding(b) for b in bindings]
         names = [b.name for b in self._bindings]
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -85,3 +85,17 @@ def test_concurrent_processes_share_the_cache(tmp_path: Path) -> None:
     outs = [p.communicate(timeout=180)[0].strip() for p in procs]
     assert outs == ["42"] * 3
     assert not list(tmp_path.glob(".tmp-*"))  # no half-written files left behind
+
+
+def test_cache_file_without_matching_checksum_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAMBOT_CACHE_DIR", str(tmp_path))
+    rt = _engine.get_runtime()
+    _engine.cached_module(rt.engine, b"k5", False, lambda: rt.wasm)
+    (path,) = _module_files(tmp_path)
+    path.with_suffix(".sha256").unlink()
+    produced = []
+    _engine.cached_module(rt.engine, b"k5", False, lambda: produced.append(1) or rt.wasm)
+    assert produced == [1]
+    assert path.with_suffix(".sha256").exists()
