@@ -8,14 +8,19 @@ ambient authority: the only things a script can reach are the bindings you grant
     [2, 4, 6]
 """
 
+from ._audit import AuditLog
 from ._bindings import Binding, Effect, binding
-from ._errors import ClamBotError, ConfigError, ErrorKind, GuestUnavailableError
+from ._errors import ClamBotError, ConfigError, ErrorKind, GuestUnavailableError, TransientError
 from ._limits import Limits
-from ._policy import Policy
+from ._policy import Approval, ApprovalRequest, Approver, Policy
 from ._result import LogEntry, RunError, RunResult, RunStats
 from ._sandbox import Sandbox
 
 __all__ = [
+    "Approval",
+    "ApprovalRequest",
+    "Approver",
+    "AuditLog",
     "Binding",
     "ClamBotError",
     "ConfigError",
@@ -29,5 +34,6 @@ __all__ = [
     "RunResult",
     "RunStats",
     "Sandbox",
+    "TransientError",
     "binding",
 ]

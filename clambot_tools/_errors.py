@@ -12,6 +12,12 @@ Two families, for two audiences:
       ClamBotError                  base of everything raised by this package
       ├── ConfigError               invalid Limits, bindings or other arguments (also a ValueError)
       └── GuestUnavailableError     the compiled guest is missing or does not load
+
+  and one exception bindings raise themselves:
+
+      TransientError                a binding's way to say "try me again": the call is
+                                    retried with backoff (Policy.retry_*), within the
+                                    run's time limit
 """
 
 from __future__ import annotations
@@ -54,3 +60,11 @@ class ConfigError(ClamBotError, ValueError):
 
 class GuestUnavailableError(ClamBotError):
     """Raised when the compiled guest module is missing or cannot be loaded."""
+
+
+class TransientError(Exception):
+    """Raise this from a binding for a failure worth retrying (a rate limit, a blip).
+
+    The call is retried as the policy says; if every attempt fails, the script sees a
+    JS Error with this exception's message.
+    """

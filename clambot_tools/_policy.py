@@ -1,12 +1,48 @@
-"""Policy: which tool calls a run may make. Enforced in Python, never in JS glue."""
+"""Policy: which tool calls a run may make. Enforced in Python, never in JS glue.
+
+Each call is decided in this order: the allow-list, the denied effects, the per-run
+call cap, then (for bindings whose effects need it) the approval callback. A refused
+call rejects in JS with kind ``binding_denied`` and the binding's function never runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from ._bindings import EFFECTS, Binding, Effect
 from ._errors import ConfigError
+
+
+class Approval(str, enum.Enum):
+    """An approver's answer."""
+
+    ALLOW_ONCE = "allow_once"  # this call only
+    ALLOW_SESSION = "allow_session"  # this binding, for the rest of the Sandbox's life
+    DENY = "deny"
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """What an approver is shown: the binding, the arguments, and which script asks."""
+
+    binding: str
+    description: str
+    effects: tuple[Effect, ...]
+    args: Mapping[str, Any]
+    code_sha256: str
+
+
+ApprovalAnswer = Approval | bool
+#: A sync or async callable; True means ALLOW_ONCE and False means DENY.
+Approver = Callable[[ApprovalRequest], ApprovalAnswer | Awaitable[ApprovalAnswer]]
+
+
+def _check_int(name: str, value: object, lo: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= lo:
+        raise ConfigError(f"Policy.{name} must be a number >= {lo:g}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -15,32 +51,46 @@ class Policy:
 
     Attributes:
         allow: names of the bindings a script may call; None allows every granted one.
-        deny_effects: effects that are refused outright (e.g. ``["write", "network"]``).
+        deny_effects: effects refused outright (e.g. ``["write", "network"]``).
         max_calls: most tool calls one run may make (default 1000); None for no cap.
+        approve: called before a binding whose effects include one of
+            ``approve_effects`` runs (a human in the loop). Sync or async. It returns an
+            ``Approval`` (or True/False); raising or returning anything else denies.
+        approve_effects: which effects need approval (default: ``("write",)``).
+        retry_attempts: how many times in all a call whose binding raised
+            ``TransientError`` is tried (default 3; 1 turns retries off).
+        retry_backoff_s: first wait between attempts; doubles each time, capped by
+            ``retry_max_backoff_s``. Retries never run past the run's time limit.
 
-    Raises ConfigError for an unknown effect or a negative cap.
+    Raises ConfigError for an unknown effect or a value out of range.
     """
 
     allow: Sequence[str] | None = None
     deny_effects: Sequence[Effect] = ()
     max_calls: int | None = 1000
+    approve: Approver | None = field(default=None, compare=False)
+    approve_effects: Sequence[Effect] = ("write",)
+    retry_attempts: int = 3
+    retry_backoff_s: float = 0.05
+    retry_max_backoff_s: float = 2.0
 
     def __post_init__(self) -> None:
         if isinstance(self.allow, str):
             raise ConfigError("Policy.allow is a list of binding names, not one string")
-        bad = [e for e in self.deny_effects if e not in EFFECTS]
-        if bad:
-            raise ConfigError(f"Policy.deny_effects: unknown effects {bad}; use {list(EFFECTS)}")
-        if self.max_calls is not None and (
-            isinstance(self.max_calls, bool) or not isinstance(self.max_calls, int)
-            or self.max_calls < 0
-        ):
-            raise ConfigError(
-                f"Policy.max_calls must be an int >= 0 or None, got {self.max_calls!r}"
-            )
+        for name in ("deny_effects", "approve_effects"):
+            bad = [e for e in getattr(self, name) if e not in EFFECTS]
+            if bad:
+                raise ConfigError(f"Policy.{name}: unknown effects {bad}; use {list(EFFECTS)}")
+        if self.max_calls is not None:
+            _check_int("max_calls", self.max_calls, 0)
+        if self.approve is not None and not callable(self.approve):
+            raise ConfigError("Policy.approve must be callable")
+        _check_int("retry_attempts", self.retry_attempts, 1)
+        _check_int("retry_backoff_s", self.retry_backoff_s, 0)
+        _check_int("retry_max_backoff_s", self.retry_max_backoff_s, 0)
 
     def refusal(self, b: Binding, calls_so_far: int) -> str | None:
-        """Why a call to `b` is refused, or None when it may go ahead."""
+        """Why a call to `b` is refused outright, or None when it may go ahead."""
         if self.allow is not None and b.name not in self.allow:
             return f"tools.{b.name} is not allowed by the policy"
         denied = [e for e in b.effects if e in self.deny_effects]
@@ -49,3 +99,7 @@ class Policy:
         if self.max_calls is not None and calls_so_far >= self.max_calls:
             return f"the policy allows at most {self.max_calls} tool calls per run"
         return None
+
+    def needs_approval(self, b: Binding) -> bool:
+        """Whether a call to `b` must be approved first."""
+        return self.approve is not None and any(e in self.approve_effects for e in b.effects)

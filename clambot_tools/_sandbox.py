@@ -12,13 +12,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._audit import AuditLog, AuditSink, digest
 from ._bindings import Binding, BindingArgumentError, binding, to_json_bytes
 from ._engine import TICK_S
-from ._errors import ConfigError, ErrorKind
+from ._errors import ConfigError, ErrorKind, TransientError
 from ._guest import ST_DONE, ST_ERROR, ST_WAIT, Guest, GuestTrap, Outcome
 from ._image import StartImage, start_image
 from ._limits import GUEST_C_STACK_KB, Limits
-from ._policy import Policy
+from ._policy import Approval, ApprovalRequest, Policy
 from ._result import LOG_LEVELS, LogEntry, RunError, RunResult, RunStats
 
 if TYPE_CHECKING:  # asyncio costs ~11 ms to import: only runs that need it pay
@@ -78,6 +79,8 @@ class Sandbox:
             and result).
         bindings: callables or ``binding(...)`` objects to grant.
         policy: which calls are allowed (default: every granted binding, 1000 calls).
+        audit: where to write one record per run and per tool call: an ``AuditLog``,
+            a path (JSON lines), a ``logging.Logger`` or a callable.
 
     Raises:
         ConfigError: a binding is invalid or two share a name.
@@ -90,6 +93,7 @@ class Sandbox:
         limits: Limits | None = None,
         bindings: Iterable[Binding | Any] = (),
         policy: Policy | None = None,
+        audit: AuditLog | AuditSink | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         if not isinstance(self.limits, Limits):
@@ -102,6 +106,9 @@ class Sandbox:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"two bindings share the name(s) {dupes}")
+        self.audit = audit if isinstance(audit, AuditLog) or audit is None else AuditLog(audit)
+        self._session_approved: set[str] = set()
+        self._approved_lock = threading.Lock()
         self._names_block = b"".join(n.encode("utf-8", "surrogatepass") + b"\0" for n in names)
         # Compile (or load) the guest now, so no run pays for it inside its deadline.
         self._image: StartImage = start_image(fuel=self.limits.fuel is not None)
@@ -137,6 +144,36 @@ class Sandbox:
             raise
 
 
+class _Denied(Exception):
+    """An approver (or a failing approver) refused a call."""
+
+
+class _Call:
+    """A tool call in flight."""
+
+    __slots__ = ("attempts", "binding", "call_id", "data", "decision", "kwargs", "started")
+
+    def __init__(self, call_id: int, binding: Binding, data: bytes, kwargs: dict[str, Any],
+                 started: float) -> None:
+        self.call_id = call_id
+        self.binding = binding
+        self.data = data
+        self.kwargs = kwargs
+        self.started = started
+        self.decision = "allowed"
+        self.attempts = 0
+
+
+def _is_awaitable(x: Any) -> bool:
+    import inspect
+
+    return inspect.isawaitable(x)
+
+
+async def _await(x: Any) -> Any:
+    return await x
+
+
 class _Run:
     """One execution of one script: the guest, its logs, its tool calls."""
 
@@ -152,7 +189,9 @@ class _Run:
         self.new_calls: list[tuple[int, int, bytes]] = []
         self.calls_made = 0
         self.ready: deque[tuple[int, int, bytes]] = deque()
-        self.running: dict[cf.Future[Any], int] = {}
+        self.running: dict[cf.Future[Any], _Call] = {}
+        self.deadline = time.monotonic() + sb.limits.timeout_s
+        self._code_sha256: str | None = None
         self.guest: Guest | None = None
         self.cancelled = False
         self._cancel_lock = threading.Lock()
@@ -178,60 +217,188 @@ class _Run:
 
     # -- tool calls
 
+    @property
+    def code_sha256(self) -> str:
+        if self._code_sha256 is None:
+            self._code_sha256 = digest(self.code)
+        return self._code_sha256
+
+    def _refuse(self, call_id: int, status: int, message: str, b: Binding | None,
+                data: bytes, decision: str) -> None:
+        self.ready.append((call_id, status, message.encode("utf-8", "replace")))
+        self._audit_call(b, data, decision, decision, 0.0, 0)
+
     def _dispatch(self) -> None:
         calls, self.new_calls = self.new_calls, []
         for call_id, tool, data in calls:
             b = self.sb._bindings[tool] if 0 <= tool < len(self.sb._bindings) else None
             if b is None:
-                self.ready.append((call_id, _RESOLVE_DENIED, b"no such tool"))
+                self._refuse(call_id, _RESOLVE_DENIED, "no such tool", None, data, "denied")
                 continue
             refusal = self.sb.policy.refusal(b, self.calls_made)
             self.calls_made += 1
             if refusal is not None:
-                self.ready.append((call_id, _RESOLVE_DENIED, refusal.encode()))
+                self._refuse(call_id, _RESOLVE_DENIED, refusal, b, data, "denied")
                 continue
             try:
                 kwargs = b.validate(json.loads(data.decode("utf-8", "surrogatepass")))
             except BindingArgumentError as exc:
-                self.ready.append((call_id, _RESOLVE_BAD_ARGS, str(exc).encode()))
+                self._refuse(call_id, _RESOLVE_BAD_ARGS, str(exc), b, data, "invalid_args")
                 continue
             except ValueError:
-                self.ready.append((call_id, _RESOLVE_BAD_ARGS, b"arguments are not JSON"))
+                self._refuse(call_id, _RESOLVE_BAD_ARGS, "arguments are not JSON", b, data,
+                             "invalid_args")
                 continue
+            call = _Call(call_id, b, data, kwargs, time.monotonic())
             fut: cf.Future[Any]
             if b.is_async:
                 import asyncio
 
                 loop = self.loop or _background_loop()
-                fut = asyncio.run_coroutine_threadsafe(b.func(**kwargs), loop)
+                fut = asyncio.run_coroutine_threadsafe(self._invoke_async(call), loop)
             else:
-                fut = _binding_pool().submit(b.func, **kwargs)
-            self.running[fut] = call_id
+                fut = _binding_pool().submit(self._invoke_sync, call)
+            self.running[fut] = call
+
+    # Approval and retries run where the binding runs (pool thread or event loop), so
+    # a slow human or a backoff never blocks the run's driver.
+
+    def _approval_request(self, call: _Call) -> ApprovalRequest | None:
+        b = call.binding
+        if not self.sb.policy.needs_approval(b) or b.name in self.sb._session_approved:
+            return None
+        return ApprovalRequest(b.name, b.description, b.effects, dict(call.kwargs),
+                               self.code_sha256)
+
+    def _apply_answer(self, call: _Call, answer: Any) -> None:
+        if answer is True or answer == Approval.ALLOW_ONCE:
+            call.decision = "approved"
+            return
+        if answer == Approval.ALLOW_SESSION:
+            with self.sb._approved_lock:
+                self.sb._session_approved.add(call.binding.name)
+            call.decision = "approved_for_session"
+            return
+        call.decision = "approval_denied"
+        raise _Denied(f"tools.{call.binding.name} was not approved")
+
+    def _retry_kwargs(self) -> dict[str, Any]:
+        import tenacity
+
+        pol = self.sb.policy
+        return {
+            "stop": tenacity.stop_after_attempt(pol.retry_attempts)
+            | tenacity.stop_after_delay(max(0.0, self.deadline - time.monotonic())),
+            "wait": tenacity.wait_exponential(multiplier=pol.retry_backoff_s,
+                                              max=pol.retry_max_backoff_s),
+            "retry": tenacity.retry_if_exception_type(TransientError),
+            "reraise": True,
+        }
+
+    def _invoke_sync(self, call: _Call) -> Any:
+        import tenacity
+
+        request = self._approval_request(call)
+        if request is not None:
+            approve = self.sb.policy.approve
+            assert approve is not None
+            try:
+                answer = approve(request)
+                if _is_awaitable(answer):
+                    import asyncio
+
+                    loop = self.loop or _background_loop()
+                    answer = asyncio.run_coroutine_threadsafe(_await(answer), loop).result()
+            except Exception as exc:
+                raise _Denied(f"tools.{call.binding.name} was not approved") from exc
+            self._apply_answer(call, answer)
+        for attempt in tenacity.Retrying(**self._retry_kwargs()):
+            with attempt:
+                call.attempts += 1
+                return call.binding.func(**call.kwargs)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _invoke_async(self, call: _Call) -> Any:
+        import asyncio
+
+        import tenacity
+
+        request = self._approval_request(call)
+        if request is not None:
+            approve = self.sb.policy.approve
+            assert approve is not None
+            try:
+                answer: Any = await asyncio.to_thread(approve, request)
+                if _is_awaitable(answer):
+                    answer = await answer
+            except Exception as exc:
+                raise _Denied(f"tools.{call.binding.name} was not approved") from exc
+            self._apply_answer(call, answer)
+        async for attempt in tenacity.AsyncRetrying(**self._retry_kwargs()):
+            with attempt:
+                call.attempts += 1
+                return await call.binding.func(**call.kwargs)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _collect(self, fut: cf.Future[Any]) -> None:
-        call_id = self.running.pop(fut)
+        call = self.running.pop(fut)
+        elapsed = (time.monotonic() - call.started) * 1000
         try:
             value = fut.result()
+        except _Denied as exc:
+            self.ready.append((call.call_id, _RESOLVE_DENIED, str(exc).encode()))
+            self._audit_call(call.binding, call.data, call.decision, "denied", elapsed,
+                             call.attempts)
+            return
         except BaseException as exc:  # noqa: BLE001 - the script sees only the message
             msg = str(exc).strip() or "the tool failed"
-            self.ready.append((call_id, _RESOLVE_FAILED, msg.encode("utf-8", "replace")))
+            self.ready.append((call.call_id, _RESOLVE_FAILED, msg.encode("utf-8", "replace")))
+            self._audit_call(call.binding, call.data, call.decision, "failed", elapsed,
+                             call.attempts)
             return
         try:
             payload = to_json_bytes(value)
         except (TypeError, ValueError) as exc:
-            self.ready.append((call_id, _RESOLVE_FAILED,
-                               f"the tool returned a value that is not JSON data: {exc}".encode()))
+            msg = f"the tool returned a value that is not JSON data: {exc}"
+            self.ready.append((call.call_id, _RESOLVE_FAILED, msg.encode()))
+            self._audit_call(call.binding, call.data, call.decision, "failed", elapsed,
+                             call.attempts)
             return
         if len(payload) > self.limits.max_result_bytes:
-            self.ready.append((call_id, _RESOLVE_FAILED,
+            self.ready.append((call.call_id, _RESOLVE_FAILED,
                                b"the tool's result is larger than the result limit"))
+            self._audit_call(call.binding, call.data, call.decision, "failed", elapsed,
+                             call.attempts)
             return
-        self.ready.append((call_id, _RESOLVE_OK, payload))
+        self.ready.append((call.call_id, _RESOLVE_OK, payload))
+        self._audit_call(call.binding, call.data, call.decision, "ok", elapsed, call.attempts)
 
     def _abandon_calls(self) -> None:
-        for fut in self.running:
+        for fut, call in self.running.items():
             fut.cancel()
+            elapsed = (time.monotonic() - call.started) * 1000
+            self._audit_call(call.binding, call.data, call.decision, "abandoned", elapsed,
+                             call.attempts)
         self.running.clear()
+
+    def _audit_call(self, b: Binding | None, data: bytes, decision: str, outcome: str,
+                    duration_ms: float, attempts: int) -> None:
+        audit = self.sb.audit
+        if audit is None:
+            return
+        record: dict[str, Any] = {
+            "event": "call",
+            "code_sha256": self.code_sha256,
+            "binding": b.name if b is not None else None,
+            "args_sha256": digest(data),
+            "decision": decision,
+            "outcome": outcome,
+            "duration_ms": round(duration_ms, 3),
+            "attempts": attempts,
+        }
+        if audit.include_args:
+            record["args"] = data.decode("utf-8", "replace")
+        audit.emit(record)
 
     # -- the run
 
@@ -243,9 +410,23 @@ class _Run:
                 self.guest.interrupt()
 
     def execute(self) -> RunResult:
+        """Run the script to its end; audit the run when an audit log is set."""
+        result = self._execute()
+        if self.sb.audit is not None:
+            self.sb.audit.emit({
+                "event": "run",
+                "code_sha256": self.code_sha256,
+                "outcome": "ok" if result.error is None else result.error.kind,
+                "duration_ms": round(result.stats.duration_ms, 3),
+                "binding_calls": result.stats.binding_calls,
+                "memory_bytes": result.stats.memory_bytes,
+            })
+        return result
+
+    def _execute(self) -> RunResult:
         lim = self.limits
         t0 = time.perf_counter()
-        deadline = time.monotonic() + lim.timeout_s
+        self.deadline = deadline = time.monotonic() + lim.timeout_s
         rt = self.sb._image.runtime
         mem_bytes = lim.memory_mb * _MIB
         store_bytes = mem_bytes + 2 * lim.max_result_bytes + GUEST_C_STACK_KB * 1024 + 32 * _MIB
