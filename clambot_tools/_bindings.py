@@ -83,8 +83,20 @@ def _js_type(v: Any) -> str:
     return type(v).__name__
 
 
+def type_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """The function's annotations, evaluated (string annotations included) where possible."""
+    import typing
+
+    target = func if inspect.isroutine(func) else type(func).__call__
+    try:
+        return typing.get_type_hints(target, include_extras=True)
+    except Exception:  # noqa: BLE001 - unresolvable names: fall back to the raw annotations
+        return {}
+
+
 def _model_from_signature(func: Callable[..., Any], name: str) -> tuple[type[BaseModel], bool]:
     sig = inspect.signature(func)
+    hints = type_hints(func)
     fields: dict[str, Any] = {}
     var_kw = False
     for p in sig.parameters.values():
@@ -96,7 +108,7 @@ def _model_from_signature(func: Callable[..., Any], name: str) -> tuple[type[Bas
                 f"binding {name!r}: parameter {p.name!r} cannot be passed by name; "
                 "bindings are called with keyword arguments"
             )
-        ann = Any if p.annotation is inspect.Parameter.empty else p.annotation
+        ann = hints.get(p.name, Any if p.annotation is inspect.Parameter.empty else p.annotation)
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (ann, default)
     config = ConfigDict(extra="allow" if var_kw else "forbid", strict=True,

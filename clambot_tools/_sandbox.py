@@ -118,6 +118,13 @@ class Sandbox:
         """The granted bindings, in order."""
         return tuple(self._bindings)
 
+    def describe_tools(self) -> str:
+        """A TypeScript declaration of the global `tools` (names, argument types, doc
+        comments from descriptions), for a model's prompt or a tool description."""
+        from ._describe import describe
+
+        return describe(self._bindings)
+
     def run(self, code: str) -> RunResult:
         """Run `code` as one script and return its RunResult; never raises for anything
         the script does. Async bindings run on a private event loop thread.

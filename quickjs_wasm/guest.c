@@ -387,6 +387,10 @@ static int ser_number(JSContext *ctx, JSValueConst v)
             if (!s)
                 return -2;
             r = out_put(s, n);
+            /* An integral double past 2^53 prints as digits ("47713050016540750") that
+               Python would read as an int of a different value: mark it as a float. */
+            if (!r && fabs(d) >= 9007199254740992.0 && !memchr(s, 'e', n) && !memchr(s, '.', n))
+                r = out_put(".0", 2);
             JS_FreeCString(ctx, s);
             return r;
         }

@@ -79,3 +79,11 @@ def test_getter_throwing_during_conversion(sandbox: Sandbox) -> None:
     res = sandbox.run("({get a() { throw new Error('no reading') }})")
     assert res.error is not None and res.error.kind == "runtime"
     assert res.error.message == "no reading"
+
+
+def test_large_doubles_stay_the_same_double(sandbox: Sandbox) -> None:
+    v = sandbox.run("[2 ** 53 - 1, 2 ** 60, 4.771305001654075e+16, 1e21, 0.1]").value
+    assert v[0] == 2**53 - 1 and isinstance(v[0], int)
+    assert v[1] == float(2**60) and isinstance(v[1], float)
+    assert v[2] == 4.771305001654075e16
+    assert v[3:] == [1e21, 0.1]
