@@ -55,6 +55,8 @@ class Binding:
                 f"tools.{self.name} takes one object of named arguments, "
                 f"not {_js_type(args)}"
             )
+        if self.var_keyword and not self.args_model.model_fields:
+            return args  # `def f(**kwargs)`: any object will do, nothing to check
         try:
             model = self.args_model.model_validate(args)
         except ValidationError as exc:
@@ -188,11 +190,19 @@ def binding(
     return Binding(bname, func, desc.strip(), tuple(effects), model, is_async, var_kw)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def to_json_bytes(value: Any) -> bytes:
     """A binding's return value as JSON for the guest (NaN and infinities become null,
     as JSON.stringify would). Raises TypeError/ValueError if it is not JSON data."""
-    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False,
-                      separators=(",", ":")).encode("utf-8", "surrogatepass")
+    try:
+        text = _ENCODER.encode(value)
+    except ValueError:  # NaN or an infinity somewhere: null them, as JS would
+        text = _ENCODER.encode(_finite(value))
+    except TypeError:  # a pydantic model or a non-str key, perhaps: normalise, retry
+        text = _ENCODER.encode(_finite(value))
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _finite(v: Any, depth: int = 0) -> Any:

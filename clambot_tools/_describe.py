@@ -64,9 +64,9 @@ class _Writer:
             if key in schema:
                 parts: list[str] = []
                 for sub in schema[key]:
-                    t = self.type_of(sub, indent)
-                    if t not in parts:
-                        parts.append(t)
+                    part = self.type_of(sub, indent)
+                    if part not in parts:
+                        parts.append(part)
                 return " | ".join(parts) or "unknown"
         if "allOf" in schema and len(schema["allOf"]) == 1:
             return self.type_of(schema["allOf"][0], indent)

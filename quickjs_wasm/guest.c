@@ -51,7 +51,14 @@ typedef struct {
     int32_t pending;       /* tool calls not yet settled */
     int32_t next_timer_ms; /* -1: no timer */
     int32_t mem_used;      /* bytes the JS heap holds */
+    int32_t inline_ptr;    /* where the host may answer a tool call at once */
+    int32_t inline_cap;
 } CbIo;
+
+/* A tool call the host answers during `call` (a fast sync binding, or a refusal):
+   [status byte][payload][NUL]; `call` returns 1 + payload length. */
+#define INLINE_CAP 65536
+static char g_inline[INLINE_CAP];
 
 typedef struct {
     int32_t id;
@@ -189,6 +196,8 @@ typedef struct {
 } Out;
 
 static Out g_out;
+
+static void settle_call(JSContext *ctx, int32_t id, int32_t status, const char *p, int32_t len);
 
 static void out_reset(size_t limit)
 {
@@ -1005,8 +1014,12 @@ static JSValue cb_tool_call(JSContext *ctx, JSValueConst this_val, int argc, JSV
     }
     id = ++g_call_seq;
     pending_push(id, funcs);
-    host_call(id, magic, s, (int32_t)n);
-    JS_FreeCString(ctx, s);
+    {
+        int32_t r = host_call(id, magic, s, (int32_t)n);
+        JS_FreeCString(ctx, s);
+        if (r > 0 && r <= INLINE_CAP - 1) /* answered at once */
+            settle_call(ctx, id, (unsigned char)g_inline[0], g_inline + 1, r - 1);
+    }
     return promise;
 }
 
@@ -1139,6 +1152,8 @@ int32_t cb_init(int32_t stack_size)
     g_to_list = JS_GetPropertyInt64(g_ctx, arr, 1);
     JS_FreeValue(g_ctx, arr);
     g_io.next_timer_ms = -1;
+    g_io.inline_ptr = (int32_t)(uintptr_t)g_inline;
+    g_io.inline_cap = INLINE_CAP;
     return 0;
 }
 
@@ -1174,18 +1189,16 @@ int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_lim
     return cb_step(ctx);
 }
 
-CB_EXPORT("cb_resolve")
-int32_t cb_resolve(int32_t id, int32_t status, const char *p, int32_t len)
+/* Settle the pending call `id` (unknown ids are ignored); p[len] must be NUL. */
+static void settle_call(JSContext *ctx, int32_t id, int32_t status, const char *p, int32_t len)
 {
-    JSContext *ctx = g_ctx;
     JSValue funcs[2], v;
     int i;
-    JS_UpdateStackTop(g_rt);
-    for (i = 0; i < g_npending; i++)
+    for (i = g_npending - 1; i >= 0; i--)
         if (g_pending[i].id == id)
             break;
-    if (i == g_npending)
-        return cb_step(ctx);
+    if (i < 0)
+        return;
     funcs[0] = g_pending[i].funcs[0];
     funcs[1] = g_pending[i].funcs[1];
     g_pending[i] = g_pending[--g_npending];
@@ -1215,7 +1228,14 @@ int32_t cb_resolve(int32_t id, int32_t status, const char *p, int32_t len)
         }
         settle(ctx, funcs, 0, v);
     }
-    return cb_step(ctx);
+}
+
+CB_EXPORT("cb_resolve")
+int32_t cb_resolve(int32_t id, int32_t status, const char *p, int32_t len)
+{
+    JS_UpdateStackTop(g_rt);
+    settle_call(g_ctx, id, status, p, len);
+    return cb_step(g_ctx);
 }
 
 CB_EXPORT("cb_timers")

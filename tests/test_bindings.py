@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from clambot_tools import ConfigError, Limits, Policy, Sandbox, binding
+from clambot_tools import ConfigError, Limits, Policy, Sandbox, TransientError, binding
 
 
 def test_sync_and_async_bindings_get_keyword_arguments() -> None:
@@ -201,3 +201,48 @@ def test_duplicate_and_invalid_bindings_are_config_errors() -> None:
         binding(f, name="")
     with pytest.raises(ConfigError):
         binding(f, effects=("teleport",))  # type: ignore[arg-type]
+
+
+def test_fast_sync_bindings_run_inline_and_keep_every_behaviour() -> None:
+    calls = 0
+
+    def inc(n: int) -> int:
+        nonlocal calls
+        calls += 1
+        if n < 0:
+            raise ValueError("negative")
+        return n + 1
+
+    def big() -> str:
+        return "x" * 200_000  # larger than the inline answer buffer
+
+    sb = Sandbox(bindings=[inc, big], policy=Policy(max_calls=None))
+    res = sb.run(
+        "let s = 0; for (let i = 0; i < 500; i++) s += await tools.inc({n: i});\n"
+        "const all = await Promise.all([1, 2, 3].map(n => tools.inc({n})));\n"
+        "let err = ''; try { await tools.inc({n: -1}) } catch (e) { err = e.message }\n"
+        "let bad = ''; try { await tools.inc({n: 'x'}) } catch (e) { bad = e.name }\n"
+        "const b1 = (await tools.big()).length; const b2 = (await tools.big()).length;\n"
+        "[s, all, err, bad, b1, b2]"
+    )
+    assert res.value == [sum(range(1, 501)), [2, 3, 4], "negative", "TypeError", 200_000,
+                         200_000]
+    assert calls == 504
+    assert sb._timing["inc"] < 100e-6  # it did qualify for the inline path
+
+
+def test_transient_error_in_an_inline_binding_is_still_retried() -> None:
+    state = {"n": 0, "fail_next": False}
+
+    def fast() -> int:
+        state["n"] += 1
+        if state["fail_next"]:
+            state["fail_next"] = False
+            raise TransientError("blip")
+        return state["n"]
+
+    sb = Sandbox(bindings=[fast], policy=Policy(retry_backoff_s=0))
+    sb.run("for (let i = 0; i < 5; i++) await tools.fast()")  # now known to be fast
+    state["fail_next"] = True
+    res = sb.run("await tools.fast()")
+    assert res.ok and isinstance(res.value, int)
