@@ -21,13 +21,23 @@ Peer quirks the figures depend on (read from their installed sources):
   * quickjs-rs: ``Runtime(memory_limit=...)`` only holds settings; each
     ``rt.new_context(timeout=...)`` instantiates its own wasm instance, whose guest
     module is compiled by Cranelift once per process (no on-disk cache).
+  * quickjs-rs: a host function is ``ctx.register(name, fn)`` (async if ``fn`` is a
+    coroutine function; those need ``await ctx.eval_async(...)``, and a context binds
+    itself to the first event loop that drives it, so all its runs share one loop).
+    JS values reaching Python (host-function arguments, eval results) are walked leaf
+    by leaf, several wasm calls per leaf; Python values reach JS as one JSON string.
   * native quickjs: ``set_time_limit`` counts process CPU time (``clock()``), not wall
-    time; ``set_memory_limit`` is QuickJS's allocator limit.
+    time; ``set_memory_limit`` is QuickJS's allocator limit. ``ctx.add_callable`` is sync
+    only and refuses to run under a time limit; JS objects reach Python (as arguments or
+    results) as opaque ``Object``s with only ``.json()``, and a callable cannot return a
+    dict, so objects cross as JSON (``json.loads(obj.json())`` / ``ctx.parse_json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -40,7 +50,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Protocol
@@ -51,6 +61,19 @@ CPU_LOOP = "let s=0; for (let i=0;i<5e6;i++){s+=i%7}; s"
 CPU_LOOP_VALUE = 14999995
 BOMB = "let a=[];while(true)a.push(new Array(1e6).fill(1))"
 SPIN = "while(true){}"
+#: a script calling the host function `call` n times with a small object; its value is
+#: what the last call returned
+ECHO_LOOP = (
+    "{{ let r; for (let i = 0; i < {n}; i++) {{ r = {call}({{a: i, b: 'x'}});"
+    " if (r.a !== i || r.b !== 'x') throw new Error('echo gave ' + JSON.stringify(r)); }} r }}"
+)
+OBJECTS = (
+    "Array.from({length: 1000}, (_, i) => ({id: i, name: 'item' + i, tags: ['a', 'b'],"
+    " score: i / 3}))"
+)
+OBJECTS_VALUE = [
+    {"id": i, "name": f"item{i}", "tags": ["a", "b"], "score": i / 3} for i in range(1000)
+]
 
 #: limits of the "fresh run" figures (ClamBot's Sandbox is built with them once)
 FRESH_TIMEOUT_S = 1.0
@@ -61,6 +84,8 @@ BOMB_ENGINE_TIMEOUT_S = 600.0
 BOMB_HARD_TIMEOUT_S = 60.0
 CPU_TIMEOUT_S = 60.0
 SPIN_TIMEOUT_S = 1.0
+#: time limit of the binding loops and of the 1000-object runs (peers are slow there)
+LONG_TIMEOUT_S = 120.0
 
 ENGINE_KEYS = ("native", "quickjs_rs", "clambot")
 
@@ -78,6 +103,22 @@ class Outcome:
 
 
 Runner = Callable[[str], Outcome]
+#: runs ECHO_LOOP with n calls (its argument) and returns the script's value
+EchoLoop = Callable[[int], Any]
+
+
+def echo_code(n: int, call: str) -> str:
+    return ECHO_LOOP.format(n=n, call=call)
+
+
+def echo(args: dict[str, Any]) -> dict[str, Any]:
+    """The host function of the binding round trip, for the peers (one positional
+    argument); ClamBot's bindings take keyword arguments instead."""
+    return args
+
+
+async def echo_async(args: dict[str, Any]) -> dict[str, Any]:
+    return args
 
 
 class Engine(Protocol):
@@ -92,6 +133,11 @@ class Engine(Protocol):
     def runner(self, *, timeout_s: float, memory_mb: int) -> Runner:
         """A single-use runner whose sandbox/context is already created, so that calling
         it times only the evaluation (the engine's own clock starts there too)."""
+        ...
+
+    def echo_loop(self, *, is_async: bool) -> contextlib.AbstractContextManager[EchoLoop]:
+        """A sandbox/context granting a host function that returns its (small object)
+        argument, sync or async, and how to run ECHO_LOOP on it; any number of times."""
         ...
 
 
@@ -117,9 +163,13 @@ class NativeQuickJS:
         ctx.set_memory_limit(memory_mb * MIB)
         return ctx
 
+    def _to_python(self, value: Any) -> Any:
+        """What a user does with an ``Object`` result (its only method is ``.json()``)."""
+        return json.loads(value.json()) if isinstance(value, self._qjs.Object) else value
+
     def _eval(self, ctx: Any, code: str) -> Outcome:
         try:
-            return Outcome(True, ctx.eval(code))
+            return Outcome(True, self._to_python(ctx.eval(code)))
         except self._qjs.JSException as exc:  # str() is "InternalError: ...\n    at ..."
             return Outcome(False, error=(str(exc).strip().splitlines() or ["JSException"])[0])
 
@@ -129,6 +179,19 @@ class NativeQuickJS:
     def runner(self, *, timeout_s: float, memory_mb: int) -> Runner:
         ctx = self._context(timeout_s, memory_mb)
         return lambda code: self._eval(ctx, code)
+
+    @contextlib.contextmanager
+    def echo_loop(self, *, is_async: bool) -> Iterator[EchoLoop]:
+        if is_async:
+            raise Unsupported("no async callables")
+        ctx = self._qjs.Context()  # no time limit: a callable refuses to run under one
+        ctx.set_memory_limit(MEMORY_CAP_MB * MIB)
+        ctx.add_callable("echo", lambda obj: ctx.parse_json(json.dumps(echo(self._to_python(obj)))))
+
+        def run(n: int) -> Any:
+            return self._to_python(ctx.eval(echo_code(n, "echo")))
+
+        yield run
 
 
 class QuickJSRs:
@@ -167,6 +230,25 @@ class QuickJSRs:
         rt, ctx = self._open(timeout_s, memory_mb)
         return lambda code: self._eval_and_close(rt, ctx, code)
 
+    @contextlib.contextmanager
+    def echo_loop(self, *, is_async: bool) -> Iterator[EchoLoop]:
+        rt, ctx = self._open(LONG_TIMEOUT_S, MEMORY_CAP_MB)
+        loop = asyncio.new_event_loop() if is_async else None
+        try:
+            ctx.register("echo", echo_async if is_async else echo)
+
+            def run(n: int) -> Any:
+                if loop is None:
+                    return ctx.eval(echo_code(n, "echo"))
+                return loop.run_until_complete(ctx.eval_async(echo_code(n, "await echo")))
+
+            yield run
+        finally:
+            if loop is not None:
+                loop.close()
+            ctx.close()
+            rt.close()
+
 
 class ClamBot:
     """ClamBot Tools: one Sandbox per set of limits; every ``run`` is a fresh instance."""
@@ -178,10 +260,12 @@ class ClamBot:
     )
 
     def __init__(self) -> None:
-        from clambot_tools import Limits, Sandbox
+        from clambot_tools import Limits, Policy, Sandbox, binding
 
         self._limits_cls = Limits
         self._sandbox_cls = Sandbox
+        self._policy_cls = Policy
+        self._binding = binding
         self._sandboxes: dict[tuple[float, int], Any] = {}
         self.fresh_sandbox = self.sandbox(FRESH_TIMEOUT_S, MEMORY_CAP_MB)
 
@@ -206,6 +290,28 @@ class ClamBot:
         sb = self.sandbox(timeout_s, memory_mb)
         return lambda code: self._run(sb, code)
 
+    @contextlib.contextmanager
+    def echo_loop(self, *, is_async: bool) -> Iterator[EchoLoop]:
+        def cb_echo(**args: Any) -> dict[str, Any]:
+            return args
+
+        async def cb_echo_async(**args: Any) -> dict[str, Any]:
+            return args
+
+        sb = self._sandbox_cls(
+            bindings=[self._binding(cb_echo_async if is_async else cb_echo, name="echo")],
+            limits=self._limits_cls(timeout_s=LONG_TIMEOUT_S, memory_mb=MEMORY_CAP_MB),
+            policy=self._policy_cls(max_calls=None),  # the default caps a run at 1000 calls
+        )
+
+        def run(n: int) -> Any:
+            r = sb.run(echo_code(n, "await tools.echo"))
+            if not r.ok:
+                raise BenchError(f"{r.error.kind}: {r.error.message}")
+            return r.value
+
+        yield run
+
 
 ENGINE_CLASSES: dict[str, Callable[[], Engine]] = {
     "native": NativeQuickJS,
@@ -225,14 +331,23 @@ class Reps:
     spin: int
     throughput_s: float
     cpu_pairs: int
+    echo_calls: int
+    echo_loops: int
+    objects: int
 
 
-FULL = Reps(fresh=1000, spawn=9, cpu=5, spin=5, throughput_s=2.0, cpu_pairs=3)
-QUICK = Reps(fresh=200, spawn=4, cpu=3, spin=3, throughput_s=0.5, cpu_pairs=2)
+FULL = Reps(fresh=1000, spawn=9, cpu=5, spin=5, throughput_s=2.0, cpu_pairs=3,
+            echo_calls=2000, echo_loops=7, objects=5)
+QUICK = Reps(fresh=200, spawn=4, cpu=3, spin=3, throughput_s=0.5, cpu_pairs=2,
+             echo_calls=500, echo_loops=3, objects=3)
 
 
 class BenchError(Exception):
     """A measurement could not be made; its message goes into the cell."""
+
+
+class Unsupported(BenchError):
+    """The engine has no such feature; the cell says "n/a (...)"."""
 
 
 def log(msg: str) -> None:
@@ -270,6 +385,9 @@ def fill(row: Row, key: str, measure: Callable[[], tuple[str, float | None]]) ->
     """Put measure()'s text in row's cell for `key`, or the error it raised."""
     try:
         text, number = measure()
+    except Unsupported as exc:
+        row.cells[key] = f"n/a ({exc})"
+        return
     except Exception as exc:  # noqa: BLE001 - any failure becomes a cell
         row.cells[key] = error_cell(exc)
         return
@@ -352,6 +470,49 @@ def fig_spin(engine: Engine, reps: int) -> tuple[str, float]:
         overs.append((dt - SPIN_TIMEOUT_S) * 1000)
     ms = statistics.median(overs)
     return f"{ms:.1f} ({outcome[:40]})", ms
+
+
+# ------------------------------------------------------------------- figures 7-8
+
+
+def fig_echo(engine: Engine, reps: Reps, *, is_async: bool) -> tuple[str, float]:
+    """Microseconds per call: a loop of `reps.echo_calls` calls, total / calls, median
+    over `reps.echo_loops` loops (sandbox/context creation not counted where it can be
+    kept out; ClamBot's fresh instance per run is counted)."""
+    n = reps.echo_calls
+    with engine.echo_loop(is_async=is_async) as run:
+        for warm in (10, 100):
+            if (got := run(warm)) != {"a": warm - 1, "b": "x"}:
+                raise BenchError(f"returned {got!r}")
+        times = []
+        for _ in range(reps.echo_loops):
+            t0 = time.perf_counter()
+            got = run(n)
+            times.append(time.perf_counter() - t0)
+            if got != {"a": n - 1, "b": "x"}:
+                raise BenchError(f"returned {got!r}")
+    us = statistics.median(times) / n * 1e6
+    return f"{us:.1f}", us
+
+
+def fig_objects(engine: Engine, reps: int) -> tuple[str, float]:
+    """Milliseconds: median run returning 1000 objects to Python minus median `1+1` run,
+    each on a new runner (same engine, same limits)."""
+
+    def one(code: str, value: Any) -> float:
+        dt, out = timed(engine.runner(timeout_s=LONG_TIMEOUT_S, memory_mb=MEMORY_CAP_MB),
+                        code)
+        expect(out, value)
+        return dt
+
+    for _ in range(3):
+        one(ONE_PLUS_ONE, 2)
+    objects, base = [], []
+    for _ in range(reps):
+        objects.append(one(OBJECTS, OBJECTS_VALUE))
+        base.append(one(ONE_PLUS_ONE, 2))
+    ms = (statistics.median(objects) - statistics.median(base)) * 1000
+    return f"{ms:.1f}" if ms < 100 else f"{ms:,.0f}", ms
 
 
 # ------------------------------------------------------------------ figure 4 (bomb)
@@ -633,12 +794,12 @@ def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
             fill(row, key, functools.partial(how, engine))
         return row
 
-    log("1/6 fresh sandbox/context + run 1+1")
+    log("1/8 fresh sandbox/context + run 1+1")
     fresh = each(Row("fresh sandbox/context + run `1+1` (ms, median)", "<= 0.25 ms"),
                  lambda e: fig_fresh(e, reps.fresh))
     judge(fresh, lambda v: v <= 0.25)
 
-    log("2/6 new process: import + first run")
+    log("2/8 new process: import + first run")
     with tempfile.TemporaryDirectory(prefix="clambot-bench-pyc-") as pycache:
         env = spawn_env(pycache)
         spawn = each(Row("new process: import + first run, warm cache (ms, median)",
@@ -649,7 +810,7 @@ def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
             bare = error_cell(exc)
     judge(spawn, lambda v: v <= 120)
 
-    log("3/6 CPU loop")
+    log("3/8 CPU loop")
     cpu = each(Row("CPU loop 5e6 (ms, median; x native)", "<= 1.4x native"),
                lambda e: fig_cpu(e, reps.cpu))
     native_ms = cpu.numbers.get("native")
@@ -659,7 +820,7 @@ def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
             cpu.numbers[key] = ms / native_ms
         judge(cpu, lambda ratio: ratio <= 1.4)
 
-    log("4/6 memory bomb (a child process per engine)")
+    log("4/8 memory bomb (a child process per engine)")
     bomb_t = Row(f"memory bomb, {MEMORY_CAP_MB} MiB cap: time until it stops (s)", "<= 0.5 s")
     bomb_m = Row("memory bomb: peak RSS of the process (base: before the bomb)", "<= 200 MiB")
     for key in ENGINE_KEYS:
@@ -683,15 +844,31 @@ def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
     judge(bomb_t, lambda v: v <= 0.5)
     judge(bomb_m, lambda v: v <= 200)
 
-    log("5/6 while(true){} under a 1 s timeout")
+    log("5/8 while(true){} under a 1 s timeout")
     spin = each(Row("`while(true){}`, 1 s timeout: overshoot (ms, median)", "<= 10 ms"),
                 lambda e: fig_spin(e, reps.spin))
     judge(spin, lambda v: v <= 10)
 
-    log("6/6 threads sharing one ClamBot Sandbox")
+    log("6/8 binding round trip")
+    loops = f"{reps.echo_calls}-call loop"
+    echo_rows = []
+    for is_async in (False, True):
+        kind = "async" if is_async else "sync"
+        row = each(Row(f"binding round trip, small object, {kind} host function"
+                       f" (us/call, median {loops})", "<= 10 us"),
+                   lambda e, a=is_async: fig_echo(e, reps, is_async=a))
+        judge(row, lambda v: v <= 10)
+        echo_rows.append(row)
+
+    log("7/8 1000 objects returned to Python")
+    objects = each(Row("1000 objects returned to Python, minus a `1+1` run (ms, median)",
+                       "<= 5 ms"), lambda e: fig_objects(e, reps.objects))
+    judge(objects, lambda v: v <= 5)
+
+    log("8/8 threads sharing one ClamBot Sandbox")
     lines = throughput_lines(engines["clambot"], reps)
     lines.append(f"- baseline: `python -c pass` = {bare} (median, same settings as row 2)")
-    return [fresh, spawn, cpu, bomb_t, bomb_m, spin], lines
+    return [fresh, spawn, cpu, bomb_t, bomb_m, spin, *echo_rows, objects], lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-AuditSink = Union[str, "os.PathLike[str]", logging.Logger, Callable[[dict[str, Any]], None]]
+if TYPE_CHECKING:  # logging costs ~5 ms to import; a user who passes a Logger has it
+    import logging
+
+AuditSink = Union[str, "os.PathLike[str]", "logging.Logger", Callable[[dict[str, Any]], None]]
 
 
 def digest(data: bytes | str) -> str:
@@ -45,7 +48,8 @@ class AuditLog:
         self._path: Path | None = None
         self._logger: logging.Logger | None = None
         self._func: Callable[[dict[str, Any]], None] | None = None
-        if isinstance(sink, logging.Logger):
+        logging_mod = sys.modules.get("logging")
+        if logging_mod is not None and isinstance(sink, logging_mod.Logger):
             self._logger = sink
         elif isinstance(sink, (str, os.PathLike)):
             self._path = Path(sink)
@@ -73,4 +77,6 @@ class AuditLog:
                     finally:
                         os.close(fd)
         except Exception:
+            import logging
+
             logging.getLogger("clambot_tools").exception("audit sink failed")
