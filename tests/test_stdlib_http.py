@@ -1,0 +1,394 @@
+"""stdlib.http against real HTTP servers on 127.0.0.1 started here; no other traffic.
+
+Two servers stand for two hosts (the allow-list and secrets are per host:port). Every
+request they get is recorded, so tests can check what actually went over the wire.
+"""
+
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from clambot_tools import ConfigError, Limits, RunResult, Sandbox
+from clambot_tools.stdlib import http as http_tools
+
+SECRET = "sk-test-7f3a9c1e5b"
+SEEN: list[dict[str, Any]] = []  # every request the servers got: port, path, headers
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._handle(b"")
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        self._handle(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+    def _handle(self, body: bytes) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        port = int(self.server.server_address[1])  # type: ignore[index]
+        SEEN.append({"port": port, "path": url.path,
+                     "method": self.command, "headers": dict(self.headers.items())})
+        if url.path == "/hello":
+            self._reply(200, b"hello world", "text/plain; charset=utf-8")
+        elif url.path == "/headers":  # echoes the request headers, secrets included
+            self._reply(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
+        elif url.path == "/echo":
+            self._reply(201, json.dumps({"method": self.command, "body": body.decode(),
+                                         "type": self.headers.get("Content-Type")}).encode(),
+                        "application/json")
+        elif url.path == "/redirect":
+            self.send_response(int(query.get("status", "302")))
+            self.send_header("Location", query["to"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif url.path == "/reflect":  # a careless server: the key ends up in a URL
+            self.send_response(302)
+            self.send_header("Location", f"/reflect?k={self.headers.get('X-Api-Key')}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif url.path == "/big":
+            self._reply(200, b"x" * int(query["n"]), "text/plain")
+        elif url.path == "/stream":  # no Content-Length: only reading can find the size
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for _ in range(int(query["chunks"])):
+                self.wfile.write(b"y" * 1000)
+            self.close_connection = True
+        elif url.path == "/bomb":
+            self.send_response(200)
+            payload = gzip.compress(b"\0" * (8 << 20))
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        elif url.path == "/gzip":
+            payload = gzip.compress(b"zipped text")
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        elif url.path == "/slow":
+            time.sleep(1.0)
+            self._reply(200, b"late", "text/plain")
+        else:
+            self._reply(404, b"not found", "text/plain")
+
+    def _reply(self, status: int, body: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except ConnectionError:  # the client gave up (the timeout test)
+            self.close_connection = True
+
+
+@pytest.fixture(scope="module")
+def ports() -> Iterator[tuple[int, int]]:
+    servers = []
+    for _ in range(2):
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv.daemon_threads = True
+        srv.block_on_close = False
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+    yield servers[0].server_address[1], servers[1].server_address[1]
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _clear_seen() -> None:
+    SEEN.clear()
+
+
+def sandbox(**kwargs: Any) -> Sandbox:
+    return Sandbox(bindings=http_tools.bindings(**kwargs), limits=Limits(timeout_s=5))
+
+
+def fetch(sb: Sandbox, **args: Any) -> RunResult:
+    return sb.run(f"await tools.http_fetch({json.dumps(args)})")
+
+
+def failure(res: RunResult) -> str:
+    assert res.error is not None, res
+    assert res.error.kind == "binding_failed", res.error
+    assert SECRET not in res.error.message
+    return res.error.message
+
+
+def test_fetch_returns_status_headers_and_text(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"])
+    res = fetch(sb, url=f"http://127.0.0.1:{a}/hello")
+    assert res.value["status"] == 200 and res.value["text"] == "hello world"
+    assert res.value["headers"]["content-type"] == "text/plain; charset=utf-8"
+    assert res.value["url"] == f"http://127.0.0.1:{a}/hello"
+    assert fetch(sb, url=f"http://127.0.0.1:{a}/nope").value["status"] == 404
+    assert fetch(sb, url=f"http://127.0.0.1:{a}/gzip").value["text"] == "zipped text"
+    res = fetch(sb, url=f"http://127.0.0.1:{a}/echo", method="post", body={"k": [1, 2]})
+    assert res.value["status"] == 201
+    assert json.loads(res.value["text"]) == {"method": "POST", "body": '{"k": [1, 2]}',
+                                             "type": "application/json"}
+    assert [b.effects for b in http_tools.bindings(allow_hosts=["x.test"])] == [("network",)]
+
+
+def test_hosts_outside_the_allow_list_are_refused(ports: tuple[int, int]) -> None:
+    a, b = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"])
+    assert "not in the list of allowed hosts" in failure(
+        fetch(sb, url="http://example.com/"))
+    assert "not in the list of allowed hosts" in failure(
+        fetch(sb, url=f"http://127.0.0.1:{b}/hello"))  # another port is another host
+    assert "only http and https" in failure(fetch(sb, url="file:///etc/passwd"))
+    assert "credentials in the URL" in failure(
+        fetch(sb, url=f"http://user:pw@127.0.0.1:{a}/hello"))
+    assert SEEN == []
+
+
+def test_loopback_needs_an_explicit_allow(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    by_name = sandbox(allow_hosts=[f"localhost:{a}"])
+    msg = failure(fetch(by_name, url=f"http://localhost:{a}/hello"))
+    assert "resolves to a private, loopback or reserved address" in msg
+    assert SEEN == []
+    trusting = sandbox(allow_hosts=[f"localhost:{a}"], allow_private=True)
+    assert fetch(trusting, url=f"http://localhost:{a}/hello").value["text"] == "hello world"
+    assert SEEN[-1]["headers"]["Host"] == f"localhost:{a}"
+
+
+def test_every_resolved_address_is_checked_and_the_checked_one_is_used(
+    ports: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = ports
+    real_getaddrinfo = socket.getaddrinfo
+    lookups: list[str] = []
+    answers = {"svc.test": ["127.0.0.1"], "mixed.test": ["93.184.216.34", "127.0.0.1"]}
+
+    def fake_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in answers:
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, port))
+                for ip in answers[host]]
+
+    real_send = httpx.AsyncClient.send
+
+    async def loopback_only_send(self: httpx.AsyncClient, request: httpx.Request,
+                                 **kw: Any) -> httpx.Response:
+        assert request.url.host == "127.0.0.1", "a request left 127.0.0.1"
+        return await real_send(self, request, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(httpx.AsyncClient, "send", loopback_only_send)
+    # one public and one loopback answer: refused before any connection is made
+    strict = sandbox(allow_hosts=["mixed.test"])
+    assert "private, loopback or reserved" in failure(
+        fetch(strict, url=f"http://mixed.test:{a}/hello"))
+    # the name resolves only through our lookup: httpx connects to the checked IP, and
+    # the request still carries the host name
+    trusting = sandbox(allow_hosts=[f"svc.test:{a}"], allow_private=True)
+    res = fetch(trusting, url=f"http://svc.test:{a}/hello")
+    assert res.value["text"] == "hello world" and res.value["url"] == f"http://svc.test:{a}/hello"
+    assert SEEN[-1]["headers"]["Host"] == f"svc.test:{a}"
+    assert lookups == ["mixed.test", "svc.test"]
+
+
+def test_https_keeps_host_header_and_sni_on_the_name(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What goes to httpx: the checked IP in the URL, the name in Host and SNI (no TLS
+    server here, so the send is intercepted)."""
+    sent: list[httpx.Request] = []
+
+    def fake_getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        assert host == "api.test"
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 443))]
+
+    async def fake_send(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> Any:
+        sent.append(request)
+        raise httpx.ConnectError("refused by the test", request=request)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr(httpx.AsyncClient, "send", fake_send)
+    sb = sandbox(allow_hosts=["api.test"], allow_private=True,
+                 secrets={"api.test": {"Authorization": f"Bearer {SECRET}"}})
+    msg = failure(fetch(sb, url="https://api.test/v1?q=1"))
+    assert "could not connect to api.test" in msg
+    (request,) = sent
+    assert str(request.url) == "https://127.0.0.1/v1?q=1"
+    assert request.headers["host"] == "api.test"
+    assert request.extensions["sni_hostname"] == "api.test"
+    assert request.headers["authorization"] == f"Bearer {SECRET}"
+
+
+def test_redirects_are_followed_only_to_allowed_hosts(ports: tuple[int, int]) -> None:
+    a, b = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"], max_redirects=3)
+    res = fetch(sb, url=f"http://127.0.0.1:{a}/redirect?to=/hello")
+    assert res.value["text"] == "hello world" and res.value["url"].endswith("/hello")
+    SEEN.clear()
+    msg = failure(fetch(sb, url=f"http://127.0.0.1:{a}/redirect?to=http://127.0.0.1:{b}/hello"))
+    assert f"127.0.0.1:{b} is not in the list of allowed hosts" in msg
+    assert [s["port"] for s in SEEN] == [a]  # b was never contacted
+    msg = failure(fetch(sb, url=f"http://127.0.0.1:{a}/redirect?to=http://169.254.169.254/"))
+    assert "not in the list" in msg
+    loop = "/redirect?to=/redirect%3Fto%3D/redirect%253Fto%253D/redirect%25253Fto%25253D/hello"
+    assert "more than 3 redirects" in failure(fetch(sb, url=f"http://127.0.0.1:{a}{loop}"))
+    # the address check applies to every hop, not just the first
+    named = sandbox(allow_hosts=[f"127.0.0.1:{a}", f"localhost:{a}"])
+    msg = failure(fetch(named, url=f"http://127.0.0.1:{a}/redirect?to=http://localhost:{a}/"))
+    assert "private, loopback or reserved" in msg
+    # 303 turns a POST into a GET without its body
+    res = fetch(sb, url=f"http://127.0.0.1:{a}/redirect?status=303&to=/echo", method="POST",
+                body="payload")
+    assert json.loads(res.value["text"])["method"] == "GET" and SEEN[-1]["method"] == "GET"
+
+
+def test_response_size_cap_while_streaming(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"], max_response_bytes=5000)
+    assert len(fetch(sb, url=f"http://127.0.0.1:{a}/big?n=5000").value["text"]) == 5000
+    assert "larger than the 5000-byte limit" in failure(
+        fetch(sb, url=f"http://127.0.0.1:{a}/big?n=5001"))
+    assert len(fetch(sb, url=f"http://127.0.0.1:{a}/stream?chunks=5").value["text"]) == 5000
+    assert "larger than the 5000-byte limit" in failure(
+        fetch(sb, url=f"http://127.0.0.1:{a}/stream?chunks=50"))
+    head = fetch(sb, url=f"http://127.0.0.1:{a}/big", method="HEAD").value
+    assert head["status"] == 200 and head["text"] == ""  # no body, whatever its length says
+    assert "larger than the 5000-byte limit" in failure(  # 8 MiB of zeros, gzipped
+        fetch(sb, url=f"http://127.0.0.1:{a}/bomb"))
+
+
+def test_timeout(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"], timeout_s=0.3)
+    t0 = time.monotonic()
+    msg = failure(fetch(sb, url=f"http://127.0.0.1:{a}/slow"))
+    assert "took longer than 0.3 s" in msg
+    assert time.monotonic() - t0 < 0.9
+
+
+def test_secrets_are_sent_but_never_seen_nor_overridden(ports: tuple[int, int]) -> None:
+    a, b = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"],
+                 secrets={f"127.0.0.1:{a}": {"X-Api-Key": SECRET}})
+    res = fetch(sb, url=f"http://127.0.0.1:{a}/headers",
+                headers={"x-api-key": "from-the-script", "X-Other": "kept"})
+    # the server got the host's secret, not the script's value
+    assert SEEN[-1]["headers"]["X-Api-Key"] == SECRET
+    assert SEEN[-1]["headers"]["X-Other"] == "kept"
+    assert "from-the-script" not in json.dumps(SEEN[-1]["headers"])
+    # the server echoed it, but the script only sees it redacted
+    echoed = json.loads(res.value["text"])
+    assert echoed["X-Api-Key"] == "[redacted]"
+    assert SECRET not in res.model_dump_json()
+    # a host without secrets gets none
+    SEEN.clear()
+    fetch(sb, url=f"http://127.0.0.1:{b}/hello")
+    assert "X-Api-Key" not in SEEN[-1]["headers"]
+
+
+def test_secrets_and_credentials_are_dropped_on_a_cross_host_redirect(
+    ports: tuple[int, int]
+) -> None:
+    a, b = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"],
+                 secrets={f"127.0.0.1:{a}": {"Authorization": f"Bearer {SECRET}"}})
+    res = fetch(sb, url=f"http://127.0.0.1:{a}/redirect?status=307&to=http://127.0.0.1:{b}/hello",
+                headers={"Cookie": "session=1", "X-Trace": "t"})
+    assert res.value["text"] == "hello world"
+    first, second = SEEN
+    assert first["port"] == a and first["headers"]["Authorization"] == f"Bearer {SECRET}"
+    assert second["port"] == b and "Authorization" not in second["headers"]
+    assert "Cookie" not in second["headers"] and second["headers"]["X-Trace"] == "t"
+
+
+def test_secrets_stay_out_of_error_messages(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"], max_redirects=1,
+                 secrets={f"127.0.0.1:{a}": {"X-Api-Key": SECRET}})
+    # the server reflects the key into the redirect URL, which the error message shows
+    msg = failure(fetch(sb, url=f"http://127.0.0.1:{a}/reflect"))
+    assert f"more than 1 redirects; stopped at http://127.0.0.1:{a}/reflect?k=[redacted]" in msg
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    dead = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{dead}"], secrets={"127.0.0.1": {"X-Key": SECRET}})
+    assert "could not connect" in failure(fetch(sb, url=f"http://127.0.0.1:{dead}/"))
+
+
+def test_managed_and_malformed_headers_are_refused(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"])
+    url = f"http://127.0.0.1:{a}/hello"
+    assert "Host header is set by the host" in failure(
+        fetch(sb, url=url, headers={"Host": "internal.example"}))
+    assert "line break" in failure(fetch(sb, url=url, headers={"X-A": "a\r\nX-B: b"}))
+    assert "method 'TRACE' is not allowed" in failure(fetch(sb, url=url, method="TRACE"))
+    assert SEEN == []
+
+
+@pytest.mark.parametrize(("address", "public"), [
+    ("93.184.216.34", True), ("2606:2800:220:1::", True),
+    ("127.0.0.1", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False),
+    ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False),
+    ("224.0.0.1", False), ("240.0.0.1", False), ("255.255.255.255", False),
+    ("::1", False), ("::", False), ("fe80::1", False), ("fc00::1", False), ("ff02::1", False),
+    ("::ffff:127.0.0.1", False), ("::ffff:93.184.216.34", True),
+    ("64:ff9b::a9fe:a9fe", False), ("2002:7f00:1::", False),
+])
+def test_address_classification(address: str, public: bool) -> None:
+    assert http_tools.is_public_address(ipaddress.ip_address(address)) is public
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ConfigError, match="not one str"):
+        http_tools.bindings(allow_hosts="api.example.com")
+    with pytest.raises(ConfigError, match="not a URL"):
+        http_tools.bindings(allow_hosts=["https://api.example.com/"])
+    with pytest.raises(ConfigError, match="not in allow_hosts"):
+        http_tools.bindings(allow_hosts=["a.test"], secrets={"b.test": {"X-Key": "k"}})
+    explicit_80 = http_tools.bindings(allow_hosts=["127.0.0.1:80"])[0]
+    res = Sandbox(bindings=[explicit_80]).run(
+        "await tools.http_fetch({url: 'http://127.0.0.1:81/'})")
+    assert res.error is not None and "not in the list" in res.error.message
+    with pytest.raises(ConfigError, match="empty"):
+        http_tools.bindings(allow_hosts=[])
+
+
+def test_importing_the_package_does_not_import_httpx() -> None:
+    code = ("import sys, clambot_tools, clambot_tools.stdlib.http, clambot_tools.stdlib.files, "
+            "clambot_tools.stdlib.sql; print('httpx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "False"
