@@ -416,6 +416,12 @@ class _Run:
         return self._deliver(call.call_id, status, payload, inline=inline)
 
     def _abandon_calls(self) -> None:
+        """The run is over: calls not started never will be; running ones are cancelled
+        (async ones stop at their next await; a sync one already running finishes in
+        its pool thread, its result dropped)."""
+        for call in self.new_calls:
+            self._audit_call(call.binding, call.data, call.decision, "abandoned", 0.0, 0)
+        self.new_calls.clear()
         for fut, call in self.running.items():
             fut.cancel()
             elapsed = (time.monotonic() - call.started) * 1000

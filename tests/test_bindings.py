@@ -246,3 +246,45 @@ def test_transient_error_in_an_inline_binding_is_still_retried() -> None:
     state["fail_next"] = True
     res = sb.run("await tools.fast()")
     assert res.ok and isinstance(res.value, int)
+
+
+def test_abandoned_async_calls_are_cancelled_not_leaked() -> None:
+    started, cancelled = asyncio.Event(), []
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    sb = Sandbox(bindings=[slow])
+
+    async def main() -> Any:
+        res = await sb.arun(
+            "tools.slow(); await new Promise(r => setTimeout(r, 50)); 'not waiting'"
+        )
+        for _ in range(100):  # the cancellation lands on this loop
+            if cancelled:
+                break
+            await asyncio.sleep(0.01)
+        return res.value
+
+    assert asyncio.run(main()) == "not waiting"
+    assert cancelled == [True]
+    del started
+
+
+def test_calls_never_started_when_the_script_ends_first() -> None:
+    ran: list[int] = []
+    records: list[dict[str, Any]] = []
+
+    def side_effect() -> None:
+        ran.append(1)
+
+    sb = Sandbox(bindings=[side_effect], audit=records.append)
+    assert sb.run("tools.side_effect(); 'done'").value == "done"
+    assert ran == []
+    assert [(r["binding"], r["outcome"]) for r in records if r["event"] == "call"] == [
+        ("side_effect", "abandoned")
+    ]
