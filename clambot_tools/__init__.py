@@ -10,11 +10,18 @@ ambient authority: the only things a script can reach are the bindings you grant
 
 from ._audit import AuditLog
 from ._bindings import Binding, Effect, binding
-from ._errors import ClamBotError, ConfigError, ErrorKind, GuestUnavailableError, TransientError
+from ._errors import (
+    ClamBotError,
+    ConfigError,
+    ErrorKind,
+    GuestUnavailableError,
+    SnapshotError,
+    TransientError,
+)
 from ._limits import Limits
 from ._policy import Approval, ApprovalRequest, Approver, Policy
 from ._result import LogEntry, RunError, RunResult, RunStats
-from ._sandbox import Sandbox
+from ._sandbox import Sandbox, Session
 
 __all__ = [
     "Approval",
@@ -34,6 +41,8 @@ __all__ = [
     "RunResult",
     "RunStats",
     "Sandbox",
+    "Session",
+    "SnapshotError",
     "TransientError",
     "binding",
 ]

@@ -11,6 +11,7 @@ Two families, for two audiences:
 
       ClamBotError                  base of everything raised by this package
       ├── ConfigError               invalid Limits, bindings or other arguments (also a ValueError)
+      │   └── SnapshotError         bytes that are not a loadable snapshot of this guest
       └── GuestUnavailableError     the compiled guest is missing or does not load
 
   and one exception bindings raise themselves:
@@ -56,6 +57,11 @@ class ClamBotError(Exception):
 
 class ConfigError(ClamBotError, ValueError):
     """Raised when an argument to the API is invalid (limits, bindings, code type)."""
+
+
+class SnapshotError(ConfigError):
+    """Raised by ``Sandbox.restore`` for bytes that are not a snapshot, are damaged, or
+    come from another guest build, format version or set of bindings."""
 
 
 class GuestUnavailableError(ClamBotError):

@@ -369,6 +369,34 @@ class Guest:
         # releases it: with other threads about, that hand-off cost ~8 us per write)
         (ctypes.c_char * len(data)).from_address(self.base + ptr).raw = data
 
+    def memory_image(self, skip: int) -> tuple[int, bytes]:
+        """The memory's size and its bytes from `skip` on (the C stack below is dead
+        between calls), for a checkpoint or a snapshot."""
+        size = self.size()
+        return size, ctypes.string_at(self.base + skip, size - skip)
+
+    def load_memory_image(self, size: int, skip: int, data: bytes) -> None:
+        """Grow memory to `size` and put `data` at `skip`: the inverse of memory_image.
+
+        Raises GuestTrap (kind memory) if the store's limit does not allow the size.
+        """
+        current = self.size()
+        if size > current:
+            prev = ctypes.c_uint64()
+            err = ffi.wasmtime_memory_grow(self._ctx, byref(self._mem),
+                                           (size - current + 65535) // 65536, byref(prev))
+            if err:
+                wasmtime.WasmtimeError._from_ptr(err)
+                raise GuestTrap("memory", "the saved state does not fit the memory limit")
+        if skip + len(data) > self.size():
+            raise GuestTrap("internal", "the saved state is larger than its memory")
+        self.write(skip, data)
+
+    def set_fuel(self, fuel: int) -> None:
+        """Give the store exactly `fuel` units from now on."""
+        self.fuel = fuel
+        _fast.wasmtime_context_set_fuel(self._ctx, fuel)
+
     def interrupt(self) -> None:
         """Ask QuickJS to stop at its next interrupt check (safe from any thread)."""
         ctypes.c_int32.from_address(self.interrupt_address).value = 1

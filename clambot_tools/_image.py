@@ -50,6 +50,8 @@ class StartImage:
     stack_bytes: int
     imports: list[tuple[str, str, wasmtime.FuncType]]
     export_names: tuple[str, ...]
+    #: sha256 of the guest build: snapshots carry it and refuse other builds
+    guest_sha256: str
 
 
 def _describe(runtime: Runtime, module: wasmtime.Module, needs_init: bool) -> StartImage:
@@ -63,7 +65,8 @@ def _describe(runtime: Runtime, module: wasmtime.Module, needs_init: bool) -> St
     missing = [n for n in EXPORTS if n not in names]
     if missing:
         raise wasmtime.WasmtimeError(f"guest lacks exports {missing}")
-    return StartImage(runtime, module, needs_init, 512 * 1024, imports, EXPORTS)
+    return StartImage(runtime, module, needs_init, 512 * 1024, imports, EXPORTS,
+                      hashlib.sha256(runtime.wasm).hexdigest())
 
 
 # ---------------------------------------------------------------- wasm binary surgery

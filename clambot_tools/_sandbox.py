@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._audit import AuditLog, AuditSink, digest
 from ._bindings import Binding, BindingArgumentError, binding, to_json_bytes
 from ._engine import TICK_S
-from ._errors import ConfigError, ErrorKind, TransientError
+from ._errors import ConfigError, ErrorKind, SnapshotError, TransientError
 from ._guest import ST_DONE, ST_ERROR, ST_WAIT, Guest, GuestTrap, Outcome
 from ._image import StartImage, start_image
 from ._limits import GUEST_C_STACK_KB, Limits
@@ -30,6 +30,9 @@ _RESOLVE_OK, _RESOLVE_FAILED, _RESOLVE_DENIED, _RESOLVE_BAD_ARGS = 0, 1, 2, 3
 #: that swallows the interrupt (e.g. `finally { continue }`) this much later
 _HARD_GRACE_S = 0.1
 _MIB = 1 << 20
+_STACK_BYTES = GUEST_C_STACK_KB * 1024
+#: in a session, a run that ends with one of these is rolled back
+_RESTORE_KINDS = frozenset({"timeout", "memory", "stack", "output_limit", "internal"})
 #: a sync binding whose calls take less than this runs inline, in the run's own thread:
 #: a thread-pool hop would cost more than the call (and its concurrency buys nothing)
 _INLINE_BELOW_S = 100e-6
@@ -123,6 +126,21 @@ class Sandbox:
         """The granted bindings, in order."""
         return tuple(self._bindings)
 
+    def session(self) -> Session:
+        """A session: runs that keep their JavaScript globals between them.
+
+        Raises GuestUnavailableError if no instance can be made.
+        """
+        return Session(self)
+
+    def restore(self, snapshot: bytes) -> Session:
+        """A session restored from `Session.snapshot()` bytes (this or another process).
+
+        Raises SnapshotError if the bytes are not a snapshot, are damaged, come from
+        another guest build or format, or were made with other bindings.
+        """
+        return Session(self, _parse_snapshot(self, snapshot))
+
     def _is_fast(self, b: Binding) -> bool:
         t = self._timing.get(b.name)
         return t is not None and t < _INLINE_BELOW_S
@@ -197,10 +215,12 @@ async def _await(x: Any) -> Any:
 class _Run:
     """One execution of one script: the guest, its logs, its tool calls."""
 
-    def __init__(self, sb: Sandbox, code: str, loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(self, sb: Sandbox, code: str, loop: asyncio.AbstractEventLoop | None,
+                 session: Session | None = None) -> None:
         if not isinstance(code, str):
             raise ConfigError(f"code must be a str, got {type(code).__name__}")
         self.sb = sb
+        self.session = session
         self.code = code
         self.loop = loop
         self.limits = sb.limits
@@ -480,9 +500,17 @@ class _Run:
         store_bytes = mem_bytes + 2 * lim.max_result_bytes + GUEST_C_STACK_KB * 1024 + 32 * _MIB
         token = None
         out: Outcome | None = None
+        checkpoint: tuple[int, bytes] | None = None
+        result: RunResult | None = None
         try:
             try:
-                guest = Guest(self.sb._image, memory_limit_bytes=store_bytes, fuel=lim.fuel)
+                if self.session is not None:
+                    guest = self.session._guest
+                    checkpoint = guest.memory_image(_STACK_BYTES)
+                    if lim.fuel is not None:
+                        guest.set_fuel(lim.fuel)
+                else:
+                    guest = Guest(self.sb._image, memory_limit_bytes=store_bytes, fuel=lim.fuel)
             except GuestTrap as exc:
                 return self._failure(exc.kind, exc.message, t0)
             with self._cancel_lock:
@@ -492,7 +520,8 @@ class _Run:
             guest.set_epoch_deadline(math.ceil((lim.timeout_s + _HARD_GRACE_S) / TICK_S) + 1)
             token = rt.ticker.watch(deadline, guest.interrupt_address)
             if self.cancelled:
-                return self._failure("timeout", "the run was cancelled", t0)
+                result = self._failure("timeout", "the run was cancelled", t0)
+                return result
             seed = int.from_bytes(os.urandom(8), "little") >> 1
             out = guest.eval(
                 self.sb._names_block,
@@ -513,7 +542,8 @@ class _Run:
                 if out.next_timer_ms >= 0:
                     wait_s = min(wait_s, out.next_timer_ms / 1000)
                 if deadline - now <= 0 or self.cancelled:
-                    return self._timeout(t0)
+                    result = self._timeout(t0)
+                    return result
                 if self.running:
                     done, _ = cf.wait(list(self.running), timeout=max(0.0, wait_s),
                                       return_when=cf.FIRST_COMPLETED)
@@ -524,21 +554,37 @@ class _Run:
                 elif wait_s > 0:
                     time.sleep(wait_s)
                 if time.monotonic() >= deadline:
-                    return self._timeout(t0)
+                    result = self._timeout(t0)
+                    return result
                 if out.next_timer_ms >= 0:
                     out = guest.timers()
-            return self._finish(out, t0)
+            result = self._finish(out, t0)
+            return result
         except GuestTrap as exc:
             if exc.kind == "timeout" and self.cancelled:
-                return self._failure("timeout", "the run was cancelled", t0)
-            return self._failure(exc.kind, self._trap_message(exc), t0)
+                result = self._failure("timeout", "the run was cancelled", t0)
+            else:
+                result = self._failure(exc.kind, self._trap_message(exc), t0)
+            return result
         finally:
             self._abandon_calls()
             if token is not None:
                 rt.ticker.unwatch(token)
             with self._cancel_lock:
-                if self.guest is not None:
-                    self.guest.close()
+                if self.session is None:
+                    if self.guest is not None:
+                        self.guest.close()
+                elif result is None or (result.error is not None
+                                        and result.error.kind in _RESTORE_KINDS):
+                    # a limit stopped the script somewhere in the middle: put the session
+                    # back as it was before this run, in a clean instance
+                    assert checkpoint is not None
+                    self.session._reload(*checkpoint)
+                    if result is not None and result.error is not None:
+                        err = result.error.model_copy(update={
+                            "message": result.error.message + " (the session was restored "
+                                       "to its state before this run)"})
+                        object.__setattr__(result, "error", err)
 
     def _trap_message(self, exc: GuestTrap) -> str:
         lim = self.limits
@@ -592,3 +638,148 @@ class _Run:
             message = f"the script ran longer than its {self.limits.timeout_s:g} s time limit"
         err = RunError.from_js(kind, name, message, stack)
         return RunResult(ok=False, logs=self.logs, error=err, stats=self._stats(t0, out))
+
+
+# ---------------------------------------------------------------- sessions
+
+_SNAPSHOT_MAGIC = b"CLAMBOT-SNAPSHOT\n"
+_SNAPSHOT_VERSION = 1
+
+
+class Session:
+    """A sequence of runs that share one JavaScript global state (the REPL style:
+    ``let x = 1`` then ``x + 1``). Made by ``Sandbox.session()``; use it as a context
+    manager or call ``close()``.
+
+    Runs in a session are serialised (one at a time, from any thread). A run that hits
+    a limit (timeout, memory, stack, output) is rolled back: the session is restored to
+    its state before that run, and the error message says so. A run that merely throws
+    keeps what it did before the throw, as a REPL would. Timers left by a run are
+    dropped when the next run starts.
+    """
+
+    def __init__(self, sb: Sandbox, memory: tuple[int, bytes] | None = None) -> None:
+        self._sb = sb
+        self._lock = threading.Lock()
+        self._closed = False
+        self._guest = self._new_guest()
+        if memory is not None:
+            try:
+                self._guest.load_memory_image(memory[0], _STACK_BYTES, memory[1])
+            except GuestTrap as exc:
+                self._guest.close()
+                raise SnapshotError(exc.message) from None
+
+    def _new_guest(self) -> Guest:
+        lim = self._sb.limits
+        store = (lim.memory_mb * _MIB + 2 * lim.max_result_bytes + _STACK_BYTES + 32 * _MIB)
+        return Guest(self._sb._image, memory_limit_bytes=store, fuel=lim.fuel)
+
+    def _reload(self, size: int, data: bytes) -> None:
+        old, self._guest = self._guest, self._new_guest()
+        old.close()
+        self._guest.load_memory_image(size, _STACK_BYTES, data)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigError("this session is closed")
+
+    def run(self, code: str) -> RunResult:
+        """Run `code` in this session's global state; see `Sandbox.run`.
+
+        Raises ConfigError if `code` is not a str or the session is closed.
+        """
+        with self._lock:
+            self._check_open()
+            return _Run(self._sb, code, None, session=self).execute()
+
+    async def arun(self, code: str) -> RunResult:
+        """The asyncio twin of `run` (async bindings run on the caller's loop).
+
+        Raises ConfigError if `code` is not a str or the session is closed.
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+
+        def locked() -> RunResult:
+            with self._lock:
+                self._check_open()
+                return job.execute()
+
+        job = _Run(self._sb, code, loop, session=self)
+        fut = loop.run_in_executor(None, locked)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+
+    def snapshot(self) -> bytes:
+        """The whole JavaScript state of this session as bytes: versioned (the guest's
+        hash and a format number inside), compressed, restorable with
+        ``Sandbox.restore`` in another process or on another machine.
+
+        Raises ConfigError if the session is closed.
+        """
+        import zlib
+
+        with self._lock:
+            self._check_open()
+            size, data = self._guest.memory_image(_STACK_BYTES)
+        header = json.dumps({
+            "format": _SNAPSHOT_VERSION,
+            "guest_sha256": self._sb._image.guest_sha256,
+            "bindings": [b.name for b in self._sb._bindings],
+            "memory_bytes": size,
+        }).encode()
+        return (_SNAPSHOT_MAGIC + len(header).to_bytes(4, "little") + header
+                + zlib.compress(data, 1))
+
+    def close(self) -> None:
+        """Free the session's instance. Safe to call twice."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._guest.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _parse_snapshot(sb: Sandbox, data: bytes) -> tuple[int, bytes]:
+    import zlib
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SnapshotError("a snapshot is bytes")
+    data = bytes(data)
+    m = len(_SNAPSHOT_MAGIC)
+    if data[:m] != _SNAPSHOT_MAGIC or len(data) < m + 4:
+        raise SnapshotError("these bytes are not a ClamBot snapshot")
+    hlen = int.from_bytes(data[m:m + 4], "little")
+    try:
+        header = json.loads(data[m + 4:m + 4 + hlen])
+        fmt, guest, names = header["format"], header["guest_sha256"], header["bindings"]
+        size = int(header["memory_bytes"])
+    except (ValueError, KeyError, TypeError):
+        raise SnapshotError("the snapshot's header is damaged") from None
+    if fmt != _SNAPSHOT_VERSION:
+        raise SnapshotError(f"snapshot format {fmt} is not supported (this version reads "
+                            f"{_SNAPSHOT_VERSION})")
+    if guest != sb._image.guest_sha256:
+        raise SnapshotError("the snapshot was made by another build of the guest "
+                            f"({str(guest)[:12]}, this one is {sb._image.guest_sha256[:12]}); "
+                            "it cannot be loaded")
+    if names != [b.name for b in sb._bindings]:
+        raise SnapshotError(f"the snapshot was made with the bindings {names}; this sandbox "
+                            f"grants {[b.name for b in sb._bindings]}")
+    try:
+        memory = zlib.decompress(data[m + 4 + hlen:])
+    except zlib.error:
+        raise SnapshotError("the snapshot's data is damaged") from None
+    if len(memory) != size - _STACK_BYTES:
+        raise SnapshotError("the snapshot's data does not match its header")
+    return size, memory

@@ -86,6 +86,7 @@ static int32_t g_call_seq;
 static BindingError g_berr[MAX_BINDING_ERRORS];
 static int g_nberr;
 static int g_tools_installed;
+static int g_runs; /* runs started in this instance: more than one in a session */
 
 /* ---------- memory: every JS allocation is counted against the run's cap ----------
  *
@@ -908,6 +909,7 @@ static const char glue_src[] =
     "  define(g, 'setTimeout', { value: setTimeout, writable: true, configurable: true });\n"
     "  define(g, 'clearTimeout', { value: clearTimeout, writable: true, configurable: true });\n"
     "  function fire(run) {\n"
+    "    if (run === 2) { timers.clear(); return -1; }\n"
     "    if (run) {\n"
     "      const t = now(), due = [];\n"
     "      for (const [id, tm] of timers) if (tm.at <= t) due.push([id, tm]);\n"
@@ -1177,6 +1179,13 @@ int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_lim
     ctx->random_state = seed ? (uint64_t)seed : 1;
     JS_SetMaxStackSize(g_rt, (size_t)stack_size);
     JS_UpdateStackTop(g_rt);
+    if (g_runs++ > 0) {
+        /* a session's next run: timers left by the previous run are dropped */
+        JSValue arg = JS_NewInt32(ctx, 2), r = JS_Call(ctx, g_timers, JS_UNDEFINED, 1, &arg);
+        if (JS_IsException(r))
+            return finish_error(ctx, JS_GetException(ctx), 0);
+        JS_FreeValue(ctx, r);
+    }
     if (!g_tools_installed) {
         if (install_tools(ctx, buf, names_len))
             return finish_error(ctx, JS_GetException(ctx), 0);
