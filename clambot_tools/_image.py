@@ -52,6 +52,8 @@ class StartImage:
     export_names: tuple[str, ...]
     #: sha256 of the guest build: snapshots carry it and refuse other builds
     guest_sha256: str
+    #: memory of a fresh instance above the C stack (snapshots store the difference)
+    base_memory: bytes | None = None
 
 
 def _describe(runtime: Runtime, module: wasmtime.Module, needs_init: bool) -> StartImage:

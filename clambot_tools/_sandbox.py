@@ -141,6 +141,17 @@ class Sandbox:
         """
         return Session(self, _parse_snapshot(self, snapshot))
 
+    def _base_memory(self) -> bytes:
+        """The start image's memory above the C stack (what a fresh instance holds)."""
+        img = self._image
+        if img.base_memory is None:
+            g = Guest(img, memory_limit_bytes=64 * _MIB)
+            try:
+                img.base_memory = g.memory_image(_STACK_BYTES)[1]
+            finally:
+                g.close()
+        return img.base_memory
+
     def _is_fast(self, b: Binding) -> bool:
         t = self._timing.get(b.name)
         return t is not None and t < _INLINE_BELOW_S
@@ -643,7 +654,7 @@ class _Run:
 # ---------------------------------------------------------------- sessions
 
 _SNAPSHOT_MAGIC = b"CLAMBOT-SNAPSHOT\n"
-_SNAPSHOT_VERSION = 1
+_SNAPSHOT_VERSION = 2
 
 
 class Session:
@@ -658,14 +669,18 @@ class Session:
     dropped when the next run starts.
     """
 
-    def __init__(self, sb: Sandbox, memory: tuple[int, bytes] | None = None) -> None:
+    def __init__(self, sb: Sandbox,
+                 memory: tuple[int, list[tuple[int, bytes]]] | None = None) -> None:
         self._sb = sb
         self._lock = threading.Lock()
         self._closed = False
         self._guest = self._new_guest()
-        if memory is not None:
+        if memory is not None:  # a fresh instance holds the start image: patch it
+            size, regions = memory
             try:
-                self._guest.load_memory_image(memory[0], _STACK_BYTES, memory[1])
+                self._guest.load_memory_image(size, _STACK_BYTES, b"")
+                for offset, chunk in regions:
+                    self._guest.load_memory_image(size, _STACK_BYTES + offset, chunk)
             except GuestTrap as exc:
                 self._guest.close()
                 raise SnapshotError(exc.message) from None
@@ -722,19 +737,19 @@ class Session:
 
         Raises ConfigError if the session is closed.
         """
-        import zlib
+        from . import _snapshot
 
         with self._lock:
             self._check_open()
             size, data = self._guest.memory_image(_STACK_BYTES)
+        payload = _snapshot.encode(data, self._sb._base_memory())
         header = json.dumps({
             "format": _SNAPSHOT_VERSION,
             "guest_sha256": self._sb._image.guest_sha256,
             "bindings": [b.name for b in self._sb._bindings],
             "memory_bytes": size,
         }).encode()
-        return (_SNAPSHOT_MAGIC + len(header).to_bytes(4, "little") + header
-                + zlib.compress(data, 1))
+        return _SNAPSHOT_MAGIC + len(header).to_bytes(4, "little") + header + payload
 
     def close(self) -> None:
         """Free the session's instance. Safe to call twice."""
@@ -750,9 +765,7 @@ class Session:
         self.close()
 
 
-def _parse_snapshot(sb: Sandbox, data: bytes) -> tuple[int, bytes]:
-    import zlib
-
+def _parse_snapshot(sb: Sandbox, data: bytes) -> tuple[int, list[tuple[int, bytes]]]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SnapshotError("a snapshot is bytes")
     data = bytes(data)
@@ -776,10 +789,9 @@ def _parse_snapshot(sb: Sandbox, data: bytes) -> tuple[int, bytes]:
     if names != [b.name for b in sb._bindings]:
         raise SnapshotError(f"the snapshot was made with the bindings {names}; this sandbox "
                             f"grants {[b.name for b in sb._bindings]}")
+    from . import _snapshot
+
     try:
-        memory = zlib.decompress(data[m + 4 + hlen:])
-    except zlib.error:
-        raise SnapshotError("the snapshot's data is damaged") from None
-    if len(memory) != size - _STACK_BYTES:
-        raise SnapshotError("the snapshot's data does not match its header")
-    return size, memory
+        return size, _snapshot.decode(data[m + 4 + hlen:], size - _STACK_BYTES)
+    except ValueError as exc:
+        raise SnapshotError(f"the snapshot's data is {exc}") from None

@@ -137,3 +137,35 @@ def test_foreign_or_damaged_snapshots_are_refused(sb: Sandbox) -> None:
     other = Sandbox(bindings=[binding(lambda n: n, name="double2")])
     with pytest.raises(SnapshotError, match="bindings"):
         other.restore(snap)
+
+
+def test_snapshots_hold_only_what_the_session_changed(sb: Sandbox) -> None:
+    with sb.session() as s:
+        s.run("let small = {a: 1}")
+        assert len(s.snapshot()) < 200_000  # the start image itself is not repeated
+        s.run("globalThis.big = Array.from({length: 20000}, (_, i) => 'row ' + i)")
+        snap = s.snapshot()
+    with sb.restore(snap) as again:
+        assert again.run("[small.a, big.length, big[19999]]").value == [1, 20000, "row 19999"]
+
+
+def test_snapshot_payload_round_trip_and_damage() -> None:
+    import random
+
+    from clambot_tools import _snapshot
+
+    rnd = random.Random(7)
+    base = bytes(rnd.getrandbits(8) for _ in range(5 * _snapshot.PAGE))
+    memory = bytearray(base) + bytes(3 * _snapshot.PAGE + 100)
+    memory[10] ^= 1
+    memory[3 * _snapshot.PAGE + 5] ^= 1
+    memory[-1] = 9
+    payload = _snapshot.encode(bytes(memory), base)
+    rebuilt = bytearray(base) + bytes(len(memory) - len(base))
+    for offset, chunk in _snapshot.decode(payload, len(memory)):
+        rebuilt[offset:offset + len(chunk)] = chunk
+    assert rebuilt == memory
+    with pytest.raises(ValueError):
+        _snapshot.decode(payload[:-3], len(memory))
+    with pytest.raises(ValueError):
+        _snapshot.decode(payload, 2 * _snapshot.PAGE)  # pages beyond the stated size
