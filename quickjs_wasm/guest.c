@@ -628,6 +628,7 @@ static int ser_any(JSContext *ctx, Ser *st, JSValueConst v, JSValueConst key, in
     case JS_TAG_UNDEFINED:
         return out_put("null", 4);
     case JS_TAG_STRING:
+    case JS_TAG_STRING_ROPE: /* a string built by concatenation */
         return out_jsstring(ctx, v);
     case JS_TAG_SHORT_BIG_INT:
     case JS_TAG_BIG_INT:

@@ -87,3 +87,13 @@ def test_large_doubles_stay_the_same_double(sandbox: Sandbox) -> None:
     assert v[1] == float(2**60) and isinstance(v[1], float)
     assert v[2] == 4.771305001654075e16
     assert v[3:] == [1e21, 0.1]
+
+
+def test_strings_built_by_concatenation(sandbox: Sandbox) -> None:
+    # QuickJS keeps such strings as ropes until they are flattened
+    code = "let s = ''; for (let i = 0; i < 2000; i++) s += 'abcdefghij'; [s.length, s]"
+    length, text = sandbox.run(code).value
+    assert length == 20000 and text == "abcdefghij" * 2000
+    assert sandbox.run("let t = 'x'; for (let i = 0; i < 12; i++) t = t + t; t").value == (
+        "x" * 4096
+    )
