@@ -1,0 +1,31 @@
+"""LlamaIndex tools for ClamBot Tools: agents run the JavaScript they write in a
+QuickJS-NG/WebAssembly sandbox that reaches only the tools you grant.
+
+    >>> from llama_index.tools.clambot import ClamBotToolSpec
+    >>> [tool] = ClamBotToolSpec().to_tool_list()
+    >>> tool.call(code="[1, 2, 3].map(x => x * 2)").content
+    'result: [2, 4, 6]'
+"""
+
+from .base import (
+    TOOL_NAME,
+    ClamBotTool,
+    ClamBotToolSpec,
+    RunJsSandboxedArgs,
+    ToolCallError,
+    binding_from_tool,
+)
+from .formatting import DEFAULT_MAX_CHARS, cap, format_run_result, strip_code_fences
+
+__all__ = [
+    "DEFAULT_MAX_CHARS",
+    "TOOL_NAME",
+    "ClamBotTool",
+    "ClamBotToolSpec",
+    "RunJsSandboxedArgs",
+    "ToolCallError",
+    "binding_from_tool",
+    "cap",
+    "format_run_result",
+    "strip_code_fences",
+]
