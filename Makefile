@@ -7,10 +7,15 @@ STAMP := $(VENV)/.clambot-installed
 
 .PHONY: demo test lint bench install
 
-$(STAMP): pyproject.toml hatch_build.py quickjs_wasm/guest.c quickjs_wasm/build.py
+INTEGRATIONS := integrations/langchain integrations/llama_index
+
+$(STAMP): pyproject.toml hatch_build.py quickjs_wasm/guest.c quickjs_wasm/build.py \
+		$(foreach d,$(INTEGRATIONS),$(d)/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# the integrations depend on clambot-tools, which must be installed first
+	$(PY) -m pip install --quiet $(foreach d,$(INTEGRATIONS),-e '$(d)[test]')
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,11 +24,14 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check clambot_tools tests bench examples quickjs_wasm hatch_build.py
+	$(PY) -m ruff check clambot_tools tests bench examples quickjs_wasm hatch_build.py \
+		notebooks $(INTEGRATIONS)
 	$(PY) -m mypy
+	$(PY) -m mypy integrations/llama_index/llama_index integrations/langchain/langchain_clambot
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbmake notebooks/
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r bench/requirements.txt

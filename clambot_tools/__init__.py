@@ -8,6 +8,8 @@ ambient authority: the only things a script can reach are the bindings you grant
     [2, 4, 6]
 """
 
+from typing import Any
+
 from ._audit import AuditLog
 from ._bindings import Binding, Effect, binding
 from ._errors import (
@@ -22,6 +24,13 @@ from ._limits import Limits
 from ._policy import Approval, ApprovalRequest, Approver, Policy
 from ._result import LogEntry, RunError, RunResult, RunStats
 from ._sandbox import Sandbox, Session
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext clambot_tools`: register the ``%%js_sandbox`` cell magic."""
+    from ._magic import load_ipython_extension as load
+
+    load(ipython)
 
 __all__ = [
     "Approval",

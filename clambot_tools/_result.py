@@ -96,6 +96,18 @@ class RunResult(BaseModel):
     error: RunError | None = None
     stats: RunStats
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rich view: value, logs, error and stats, all escaped."""
+        from ._display import run_result_html
+
+        return run_result_html(self)
+
+    def _repr_markdown_(self) -> str:
+        """Markdown view of the same (for front ends that prefer it)."""
+        from ._display import run_result_markdown
+
+        return run_result_markdown(self)
+
     def __str__(self) -> str:
         if self.ok:
             return f"RunResult(ok, value={self.value!r}, logs={len(self.logs)})"

@@ -1,0 +1,389 @@
+"""Readable renderings of a RunResult: HTML and Markdown for Jupyter, plain text for terminals.
+
+Everything in a RunResult may come from an untrusted script (the value, the log messages,
+the error's name, message and stack), so every piece of it is treated as hostile text:
+
+* in HTML it is escaped (``html.escape`` with quotes) after control characters, bidi
+  overrides and lone surrogates are made visible as ``\\uXXXX`` escapes; the markup
+  around it is ours and holds no script, no event handler and no URL;
+* in Markdown it sits in code fences longer than any run of backticks it contains, or is
+  backslash-escaped when inline, so it can neither close its block nor become HTML;
+* everything is capped in size, so a 1 MiB result does not freeze a notebook.
+
+A RunResult does not keep the script it ran; pass ``code`` to show the failing line with
+a marker under the error's column (columns count UTF-8 bytes, as QuickJS reports them;
+lines end at ``\\n``, ``\\r\\n``, ``\\r``, U+2028 and U+2029, as in JavaScript). Errors of a
+limit (timeout, memory, output_limit) and internal ones get no frame: their position is
+where the script was stopped, not a mistake (the stack, folded, still says where).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from ._result import LogEntry, RunError, RunResult, RunStats
+
+#: default cap on the characters of the pretty-printed value
+MAX_VALUE_CHARS = 20_000
+#: log entries shown (the rest are counted)
+MAX_LOGS = 200
+#: characters shown of one log message, of an error message and of a stack
+MAX_MESSAGE_CHARS = 4_000
+#: characters of a source line shown in the code frame (a window around the column)
+MAX_LINE_CHARS = 120
+#: source lines shown before the failing one
+CONTEXT_LINES = 2
+
+_JS_LINE_BREAK = re.compile(r"\r\n|[\n\r\u2028\u2029]")
+_BACKTICKS = re.compile(r"`+")
+_MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
+
+# Characters never shown raw: C0/C1 controls (but tab and newline), DEL, bidi embeddings,
+# overrides and isolates ("Trojan Source"), zero-width marks, line/paragraph separators,
+# the BOM, and lone surrogates (which could not even be encoded to UTF-8).
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
+    "\ud800-\udfff]"
+)
+
+_LEVEL_COLORS = {
+    "log": None,
+    "info": "#1565c0",
+    "debug": "#757575",
+    "warn": "#e65100",
+    "error": "#c62828",
+}
+_OK_COLOR = "#2e7d32"
+_ERR_COLOR = "#c62828"
+
+
+def _visible(text: str, *, keep_newlines: bool = True) -> str:
+    """`text` with invisible and dangerous characters replaced by ``\\uXXXX`` escapes."""
+
+    def esc(m: re.Match[str]) -> str:
+        cp = ord(m.group())
+        return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}"
+
+    out = _INVISIBLE.sub(esc, text)
+    if not keep_newlines:
+        out = out.replace("\n", "\\n")
+    return out
+
+
+def _cap(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters]"
+
+
+def _h(text: str) -> str:
+    """Untrusted text made safe for HTML (element content or a quoted attribute)."""
+    return html.escape(_visible(text), quote=True)
+
+
+def _md_inline(text: str) -> str:
+    """Untrusted text made safe for inline Markdown: one line, no markup, no HTML."""
+    one_line = _visible(text, keep_newlines=False)
+    return _MD_PUNCT.sub(r"\\\1", one_line)
+
+
+def _md_fence(text: str, info: str = "") -> str:
+    """`text` in a fenced code block no line of it can close (CommonMark: a closing fence
+    must be at least as long as the opening one)."""
+    longest = max((len(m) for m in _BACKTICKS.findall(text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
+# -- the pieces, as plain (unescaped, but visible and capped) text
+
+
+def value_text(value: Any, max_chars: int = MAX_VALUE_CHARS) -> str:
+    """The value as indented JSON (NaN and infinities as in JavaScript), capped."""
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=True, default=repr)
+    except (ValueError, TypeError, RecursionError):
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):  # nested too deeply, or an int too long
+            text = "<a value that cannot be shown>"
+    return _visible(_cap(text, max_chars))
+
+
+def _log_lines(logs: list[LogEntry]) -> list[tuple[str, str]]:
+    """(level, message) pairs to show, the message visible, capped and indented to align
+    its continuation lines under the first."""
+    out: list[tuple[str, str]] = []
+    for entry in logs[:MAX_LOGS]:
+        msg = _visible(_cap(entry.message, MAX_MESSAGE_CHARS))
+        out.append((_visible(str(entry.level)), msg.replace("\n", "\n" + " " * 8)))
+    return out
+
+
+def _logs_more(logs: list[LogEntry]) -> str | None:
+    extra = len(logs) - MAX_LOGS
+    return f"… {extra:,} more log entries not shown" if extra > 0 else None
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+@dataclass(frozen=True)
+class CodeFrame:
+    """The lines around a failing position and a marker line pointing at its column.
+
+    Attributes:
+        lines: (line number, visible text) pairs, the failing line last.
+        marker: whitespace (tabs kept, so it aligns with the line) then ``^``; empty
+            when the column is unknown.
+    """
+
+    lines: tuple[tuple[int, str], ...]
+    marker: str
+
+    def render(self) -> str:
+        """The frame as text: numbered lines, ``>`` before the failing one, the marker."""
+        width = len(str(self.lines[-1][0]))
+        last = self.lines[-1][0]
+        rows = [
+            f"{'>' if n == last else ' '} {n:>{width}} | {text}" for n, text in self.lines
+        ]
+        if self.marker:
+            rows.append(f"  {'':>{width}} | {self.marker}")
+        return "\n".join(rows)
+
+
+def code_frame(code: str, line: int | None, column: int | None) -> CodeFrame | None:
+    """The frame of `code` at `line` (1-based) and `column` (1-based, in UTF-8 bytes as
+    QuickJS counts), or None when the line is unknown or outside the code."""
+    if line is None:
+        return None
+    src_lines = _JS_LINE_BREAK.split(code)
+    if not 1 <= line <= len(src_lines):
+        return None
+    text = src_lines[line - 1]
+    # the column counts UTF-8 bytes: find the character it falls on
+    index = len(text)
+    if column is not None:
+        budget = max(column - 1, 0)
+        for i, ch in enumerate(text):
+            size = len(ch.encode("utf-8", "surrogatepass"))
+            if size > budget:
+                index = i
+                break
+            budget -= size
+    # a window of the line around that character
+    start = 0
+    if len(text) > MAX_LINE_CHARS:
+        start = max(0, min(index - MAX_LINE_CHARS // 2, len(text) - MAX_LINE_CHARS))
+    window = text[start:start + MAX_LINE_CHARS]
+    shown_parts: list[str] = ["…" if start > 0 else ""]
+    marker_parts: list[str] = [" " if start > 0 else ""]
+    for i, ch in enumerate(window, start):
+        shown = _visible(ch)
+        shown_parts.append(shown)
+        if i < index:
+            if ch == "\t":
+                marker_parts.append("\t")
+            elif shown != ch:
+                marker_parts.append(" " * len(shown))
+            else:
+                marker_parts.append(" " * _char_width(ch))
+    if start + MAX_LINE_CHARS < len(text):
+        shown_parts.append("…")
+    marker = "".join(marker_parts) + "^" if column is not None else ""
+    before = [
+        (n, _visible(_cap(src_lines[n - 1], MAX_LINE_CHARS)))
+        for n in range(max(1, line - CONTEXT_LINES), line)
+    ]
+    return CodeFrame(lines=(*before, (line, "".join(shown_parts))), marker=marker)
+
+
+def _stats_parts(stats: RunStats) -> list[str]:
+    ms = stats.duration_ms
+    parts = [f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"]
+    if stats.memory_bytes is not None:
+        parts.append(f"{_size(stats.memory_bytes)} memory")
+    n = stats.binding_calls
+    parts.append(f"{n} tool call{'' if n == 1 else 's'}")
+    if stats.fuel_used is not None:
+        parts.append(f"{stats.fuel_used:,} fuel")
+    return parts
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1 << 20:
+        return f"{n / 1024:.0f} KiB"
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+#: kinds whose position is where a limit stopped the script, not a mistake in it (a
+#: top-level endless loop reports line 1, column 1): no "at line" and no code frame
+_NO_FRAME_KINDS = frozenset({"timeout", "memory", "output_limit", "internal"})
+
+
+def _frame_for(err: RunError, code: str | None) -> CodeFrame | None:
+    if code is None or err.kind in _NO_FRAME_KINDS:
+        return None
+    return code_frame(code, err.line, err.column)
+
+
+def _where(err: RunError) -> str:
+    if err.line is None or err.kind in _NO_FRAME_KINDS:
+        return ""
+    col = f", column {err.column}" if err.column is not None else ""
+    return f"line {err.line}{col}"
+
+
+def _error_head(err: RunError) -> str:
+    return _visible(_cap(f"{err.name}: {err.message}", MAX_MESSAGE_CHARS))
+
+
+# -- HTML
+
+_BOX = (
+    "font-family: var(--jp-code-font-family, ui-monospace, SFMono-Regular, Menlo, monospace);"
+    " font-size: 13px; border-left: 4px solid {color}; padding: 4px 10px; margin: 2px 0;"
+)
+_PRE = (
+    "margin: 2px 0 6px 0; padding: 4px 6px; background: rgba(127, 127, 127, 0.08);"
+    " white-space: pre-wrap; word-break: break-word; tab-size: 8; font-size: 12.5px;"
+)
+_LABEL = "font-weight: 600; margin-top: 4px;"
+_MUTED = "opacity: 0.7; font-size: 12px; margin-top: 2px;"
+
+
+def _badge(text: str, color: str) -> str:
+    return (
+        f'<span style="background: {color}; color: #fff; border-radius: 3px;'
+        f' padding: 0 5px;">{_h(text)}</span>'
+    )
+
+
+def run_result_html(
+    res: RunResult, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
+) -> str:
+    """The RunResult as an HTML fragment (for Jupyter's ``_repr_html_``).
+
+    Shows the value (indented JSON, capped at `max_value_chars`), the logs with their
+    levels, the error (kind, name, message, where; the failing line of `code` with a
+    marker under the column when `code` is given, except for limits; the stack, folded)
+    and the stats.
+    Every piece of the result is escaped: nothing a script returns or logs can become
+    markup or script.
+    """
+    color = _OK_COLOR if res.ok else _ERR_COLOR
+    out = [f'<div class="clambot-run-result" style="{_BOX.format(color=color)}">']
+    err = res.error
+    if res.ok or err is None:
+        out.append(f'<div style="{_LABEL}">{_badge("ok", _OK_COLOR)} value</div>')
+        out.append(f'<pre style="{_PRE}">{html.escape(value_text(res.value, max_value_chars))}'
+                   "</pre>")
+    else:
+        where = _where(err)
+        where_html = f' <span style="{_MUTED}">at {html.escape(where)}</span>' if where else ""
+        out.append(
+            f'<div style="{_LABEL}">{_badge(err.kind, _ERR_COLOR)} '
+            f'<span style="color: {_ERR_COLOR};">{html.escape(_error_head(err))}</span>'
+            f"{where_html}</div>"
+        )
+        frame = _frame_for(err, code)
+        if frame is not None:
+            out.append(f'<pre style="{_PRE}">{html.escape(frame.render())}</pre>')
+        if err.stack:
+            stack = _visible(_cap(err.stack.rstrip("\n"), MAX_MESSAGE_CHARS))
+            out.append(
+                f'<details><summary style="{_MUTED} cursor: pointer;">stack</summary>'
+                f'<pre style="{_PRE}">{html.escape(stack)}</pre></details>'
+            )
+    if res.logs:
+        n = len(res.logs)
+        out.append(f'<div style="{_LABEL}">logs <span style="{_MUTED}">({n:,})</span></div>')
+        rows = []
+        for level, msg in _log_lines(res.logs):
+            lc = _LEVEL_COLORS.get(level)
+            style = f' style="color: {lc};"' if lc else ""
+            rows.append(f"<span{style}>{html.escape(f'[{level}]'):<8}</span>{html.escape(msg)}")
+        more = _logs_more(res.logs)
+        if more:
+            rows.append(f'<span style="{_MUTED}">{html.escape(more)}</span>')
+        out.append(f'<pre style="{_PRE}">' + "\n".join(rows) + "</pre>")
+    out.append(f'<div style="{_MUTED}">{html.escape(" · ".join(_stats_parts(res.stats)))}</div>')
+    out.append("</div>")
+    return "\n".join(out)
+
+
+# -- Markdown
+
+
+def run_result_markdown(
+    res: RunResult, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
+) -> str:
+    """The RunResult as Markdown (for Jupyter's ``_repr_markdown_``): the same content as
+    `run_result_html`, every piece of the result in a code fence it cannot close or
+    backslash-escaped, so it can become neither markup nor HTML."""
+    err = res.error
+    parts: list[str] = []
+    stats = " · ".join(_stats_parts(res.stats))
+    if res.ok or err is None:
+        parts.append(f"**✓ ok** · {_md_inline(stats)}")
+        parts.append(_md_fence(value_text(res.value, max_value_chars), "json"))
+    else:
+        where = _where(err)
+        at = f" at {_md_inline(where)}" if where else ""
+        parts.append(f"**✗ {_md_inline(err.kind)}**{at} · {_md_inline(stats)}")
+        body = _error_head(err)
+        frame = _frame_for(err, code)
+        if frame is not None:
+            body += "\n\n" + frame.render()
+        parts.append(_md_fence(body, "text"))
+        if err.stack:
+            stack = _visible(_cap(err.stack.rstrip("\n"), MAX_MESSAGE_CHARS))
+            parts.append("stack:\n\n" + _md_fence(stack, "text"))
+    if res.logs:
+        parts.append(f"logs ({len(res.logs):,}):\n\n" + _md_fence(_logs_plain(res.logs), "text"))
+    return "\n\n".join(parts) + "\n"
+
+
+def _logs_plain(logs: list[LogEntry]) -> str:
+    rows = [f"{f'[{level}]':<8}{msg}" for level, msg in _log_lines(logs)]
+    more = _logs_more(logs)
+    if more:
+        rows.append(more)
+    return "\n".join(rows)
+
+
+# -- plain text
+
+
+def run_result_text(
+    res: RunResult, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
+) -> str:
+    """The RunResult as plain text (for a terminal): the same content as the others."""
+    err = res.error
+    stats = " · ".join(_stats_parts(res.stats))
+    parts: list[str] = []
+    if res.ok or err is None:
+        parts.append(f"ok · {stats}")
+        parts.append(value_text(res.value, max_value_chars))
+    else:
+        where = _where(err)
+        at = f" at {where}" if where else ""
+        parts.append(_visible(f"error: {err.kind}{at} · {stats}"))
+        parts.append(_error_head(err))
+        frame = _frame_for(err, code)
+        if frame is not None:
+            parts.append(frame.render())
+    if res.logs:
+        parts.append(f"logs ({len(res.logs):,}):\n" + _logs_plain(res.logs))
+    return "\n".join(parts)

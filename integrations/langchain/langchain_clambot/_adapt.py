@@ -1,0 +1,307 @@
+"""LangChain tools and ClamBot bindings as the bindings of one run.
+
+ClamBot calls bindings (and the approver) on worker threads or on an event loop that do
+not carry the context of the LangChain run that started the script. Each run therefore
+gets its own small Sandbox whose bindings close over a `RunState`: the run's
+RunnableConfig (so nested tool runs are children of the script's run, with its
+callbacks, tags and LangGraph configuration), a copy of its context variables (so an
+approver or a binding can call LangGraph's ``interrupt()``), and the LangGraph
+"bubble-up" exception (an interrupt) raised by one of them, which ClamBot would
+otherwise turn into a plain failed call. Building a Sandbox costs about 0.1 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+import functools
+import inspect
+import sys
+import threading
+import typing
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from clambot_tools import Binding, ConfigError, Effect
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+@functools.lru_cache(maxsize=1)
+def bubble_up_types() -> tuple[type[BaseException], ...]:
+    """LangGraph's control-flow exceptions (``GraphBubbleUp``: interrupts, parent
+    commands), or none when LangGraph is not installed. Never raises."""
+    try:
+        from langgraph.errors import GraphBubbleUp
+    except ImportError:
+        return ()
+    return (GraphBubbleUp,)
+
+
+class RunPaused(Exception):
+    """A tool call made after the run was paused for a human (the call is not made)."""
+
+
+class RunState:
+    """What the bindings and the approver of one run share.
+
+    Attributes:
+        context: a copy of the context variables of the tool's run (LangGraph's
+            runnable config among them); each use runs in a fresh copy of it.
+        config: the RunnableConfig nested LangChain tools are invoked with.
+        pending: the LangGraph interrupt raised during the run, re-raised when the run
+            ends (the script's result is then discarded: LangGraph re-runs it).
+        approved: how many calls were approved in this run (they went ahead).
+        approvals_asked: how many times the approver was consulted in this run.
+        notes: sentences for the model about calls the run refused on its own.
+    """
+
+    def __init__(self, config: RunnableConfig | None) -> None:
+        self.context = contextvars.copy_context()
+        self.config = config
+        self.pending: BaseException | None = None
+        self.approved = 0
+        self.approvals_asked = 0
+        self.notes: list[str] = []
+        #: completed tool calls by binding name (the model is told of them on failure)
+        self.done: dict[str, int] = {}
+        self.approval_lock = threading.Lock()
+        self._lock = threading.Lock()
+
+    def call_done(self, name: str) -> None:
+        """Count a tool call that returned (its effects happened)."""
+        with self._lock:
+            self.done[name] = self.done.get(name, 0) + 1
+
+    def count_approved(self) -> None:
+        """Count a call whose approval let it go ahead."""
+        with self._lock:
+            self.approved += 1
+
+    def note(self, text: str) -> None:
+        """Add a sentence for the model (once)."""
+        with self._lock:
+            if text not in self.notes:
+                self.notes.append(text)
+
+    def pause(self, exc: BaseException) -> None:
+        """Keep the first interrupt of the run; later calls are refused."""
+        with self._lock:
+            if self.pending is None:
+                self.pending = exc
+
+    def check_open(self, name: str) -> None:
+        """Raise RunPaused if the run waits for a human: no more calls are made."""
+        if self.pending is not None:
+            raise RunPaused(f"tools.{name} was not called: the run is paused for a human")
+
+    def run_sync(self, func: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+        """Call `func(**kwargs)` in a copy of the run's context; an interrupt it raises
+        pauses the run and the script sees RunPaused. Other exceptions propagate."""
+        try:
+            return self.context.copy().run(func, **kwargs)
+        except bubble_up_types() as exc:
+            self.pause(exc)
+            raise RunPaused("the run is paused for a human") from None
+
+    async def in_context(self, awaitable: Awaitable[Any]) -> Any:
+        """Await `awaitable`, as a task in a copy of the run's context when it is a
+        coroutine (on Python 3.11+; before, in the awaiting task's context). Raises
+        whatever it raises."""
+        if sys.version_info >= (3, 11) and asyncio.iscoroutine(awaitable):
+            loop = asyncio.get_running_loop()
+            return await loop.create_task(awaitable, context=self.context.copy())
+        return await awaitable
+
+    async def run_async(self, awaitable: Awaitable[Any]) -> Any:
+        """Await `awaitable` with `in_context`; an interrupt it raises pauses the run
+        and the script sees RunPaused. Other exceptions propagate."""
+        try:
+            return await self.in_context(awaitable)
+        except bubble_up_types() as exc:
+            self.pause(exc)
+            raise RunPaused("the run is paused for a human") from None
+
+
+def to_json_data(value: Any, name: str, depth: int = 0) -> Any:
+    """A LangChain tool's output as JSON data for the script: messages become their
+    content, pydantic models (documents too) their JSON dump, sets and tuples lists,
+    anything else unknown its ``str()``.
+
+    Raises TypeError for a LangGraph ``Command``, which a script cannot apply.
+    """
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if depth > 200:
+        return str(value)
+    if isinstance(value, BaseMessage):
+        return to_json_data(value.content, name, depth + 1)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): to_json_data(v, name, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json_data(v, name, depth + 1) for v in value]
+    cls = type(value)
+    if cls.__name__ == "Command" and cls.__module__.startswith("langgraph"):
+        raise TypeError(f"tools.{name} returned a LangGraph Command, which a script cannot "
+                        "apply; call this tool directly instead")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_json_data(dataclasses.asdict(value), name, depth + 1)
+    return str(value)
+
+
+def _validation_message(name: str, exc: ValidationError) -> str:
+    """One line naming each field a tool's schema refused, as ClamBot words it."""
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
+        parts.append(f"{loc}: {err['msg']}")
+    return f"invalid arguments for tools.{name}: " + "; ".join(parts)
+
+
+def _schema_model(name: str, schema: dict[str, Any]) -> type[BaseModel]:
+    """A pydantic model with no fields (so ClamBot passes the script's arguments through
+    untouched) whose JSON schema is `schema` (so ``describe_tools`` shows it)."""
+
+    class ToolArgs(BaseModel):
+        model_config = ConfigDict(extra="allow")
+
+        @classmethod
+        def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            return dict(schema)
+
+    ToolArgs.__name__ = ToolArgs.__qualname__ = f"{name}Args"
+    return ToolArgs
+
+
+def _return_hint(func: Any) -> Any:
+    """The return annotation of `func`, evaluated, or inspect's empty marker."""
+    target = func if inspect.isroutine(func) else type(func).__call__
+    try:
+        return typing.get_type_hints(target, include_extras=True).get(
+            "return", inspect.Parameter.empty)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: the type stays unknown
+        return inspect.Parameter.empty
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolSpec:
+    """A LangChain tool made ready, once, to be granted to runs as a binding.
+
+    Attributes:
+        tool: the tool to invoke (a copy with its error handlers off when the original
+            turns errors into output, so a failure reaches the script as an error).
+        effects: the binding's effects (``read`` unless the caller said otherwise).
+        args_model: carries the tool's call schema (injected arguments left out).
+        returns: the return annotation of the tool's function, if it has one.
+        async_only: the tool has no sync implementation.
+    """
+
+    tool: BaseTool
+    effects: tuple[Effect, ...]
+    args_model: type[BaseModel]
+    returns: Any
+    async_only: bool
+
+    @classmethod
+    def of(cls, tool: BaseTool, effects: Sequence[Effect]) -> ToolSpec:
+        """Prepare `tool`. Raises ConfigError if it is not a LangChain BaseTool."""
+        if not isinstance(tool, BaseTool):
+            raise ConfigError(
+                f"tools= takes LangChain tools (BaseTool, @tool functions), got "
+                f"{type(tool).__name__}; grant plain Python callables with bindings=")
+        schema_src = tool.tool_call_schema
+        schema: dict[str, Any]
+        if isinstance(schema_src, dict):
+            schema = {k: v for k, v in schema_src.items() if k != "description"}
+        elif issubclass(schema_src, BaseModel):
+            schema = schema_src.model_json_schema()
+        else:  # a pydantic.v1 model
+            schema = schema_src.schema()
+        target = tool
+        if tool.handle_tool_error or tool.handle_validation_error:
+            target = tool.model_copy(
+                update={"handle_tool_error": False, "handle_validation_error": False})
+        func = getattr(tool, "func", None)
+        coro = getattr(tool, "coroutine", None)
+        returns: Any = inspect.Parameter.empty
+        if tool.response_format == "content" and (func or coro) is not None:
+            returns = _return_hint(func or coro)
+        # a StructuredTool made from a coroutine only cannot be invoked synchronously
+        async_only = func is None and coro is not None
+        return cls(target, tuple(effects), _schema_model(tool.name, schema), returns,
+                   async_only)
+
+    @property
+    def name(self) -> str:
+        """The tool's name, which is the binding's name."""
+        return self.tool.name
+
+    def template(self) -> Binding:
+        """The binding as ``describe_tools`` shows it (never called)."""
+
+        def call(**kwargs: Any) -> Any:
+            raise NotImplementedError  # pragma: no cover - describe only
+
+        if self.returns is not inspect.Parameter.empty:
+            call.__annotations__ = {"return": self.returns}
+        return Binding(self.name, call, self.tool.description, self.effects,
+                       self.args_model, is_async=False, var_keyword=True)
+
+    def bind(self, state: RunState, *, use_async: bool) -> Binding:
+        """The binding for one run: it invokes the tool with the run's config.
+
+        In the script, a ToolException (or any exception) the tool raises becomes an
+        Error with its message; arguments the tool's schema refuses become an Error
+        naming each bad field.
+        """
+        tool, name = self.tool, self.name
+
+        def call(**kwargs: Any) -> Any:
+            state.check_open(name)
+            try:
+                out = state.run_sync(tool.invoke, {"input": kwargs, "config": state.config})
+            except ValidationError as exc:
+                raise ValueError(_validation_message(name, exc)) from None
+            state.call_done(name)
+            return to_json_data(out, name)
+
+        async def acall(**kwargs: Any) -> Any:
+            state.check_open(name)
+            try:
+                out = await state.run_async(tool.ainvoke(kwargs, config=state.config))
+            except ValidationError as exc:
+                raise ValueError(_validation_message(name, exc)) from None
+            state.call_done(name)
+            return to_json_data(out, name)
+
+        is_async = use_async or self.async_only
+        return Binding(name, acall if is_async else call, tool.description, self.effects,
+                       self.args_model, is_async=is_async, var_keyword=True)
+
+
+def guard_binding(b: Binding, state: RunState) -> Binding:
+    """`b` for one run: refused once the run is paused, run in a copy of the run's
+    context (so the function may use LangGraph's ``interrupt()`` or ``get_config()``)."""
+    func = b.func
+    if b.is_async:
+
+        async def acall(**kwargs: Any) -> Any:
+            state.check_open(b.name)
+            out = await state.run_async(func(**kwargs))
+            state.call_done(b.name)
+            return out
+
+        return dataclasses.replace(b, func=acall)
+
+    def call(**kwargs: Any) -> Any:
+        state.check_open(b.name)
+        out = state.run_sync(func, kwargs)
+        state.call_done(b.name)
+        return out
+
+    return dataclasses.replace(b, func=call)
