@@ -162,24 +162,15 @@ class CodeFrame:
 
 
 def code_frame(code: str, line: int | None, column: int | None) -> CodeFrame | None:
-    """The frame of `code` at `line` (1-based) and `column` (1-based, in UTF-8 bytes as
-    QuickJS counts), or None when the line is unknown or outside the code."""
+    """The frame of `code` at `line` and `column` (1-based, in characters, as RunError
+    reports them), or None when the line is unknown or outside the code."""
     if line is None:
         return None
     src_lines = _JS_LINE_BREAK.split(code)
     if not 1 <= line <= len(src_lines):
         return None
     text = src_lines[line - 1]
-    # the column counts UTF-8 bytes: find the character it falls on
-    index = len(text)
-    if column is not None:
-        budget = max(column - 1, 0)
-        for i, ch in enumerate(text):
-            size = len(ch.encode("utf-8", "surrogatepass"))
-            if size > budget:
-                index = i
-                break
-            budget -= size
+    index = len(text) if column is None else min(max(column - 1, 0), len(text))
     # a window of the line around that character
     start = 0
     if len(text) > MAX_LINE_CHARS:

@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -191,6 +192,21 @@ class Sandbox:
         except asyncio.CancelledError:
             job.cancel()
             raise
+
+
+_JS_LINE_BREAKS = re.compile("\r\n|[\n\r\u2028\u2029]")
+
+
+def _char_column(code: str, line: int, column: int) -> int:
+    """QuickJS counts columns in UTF-8 bytes; a person (and a model) counts characters."""
+    lines = _JS_LINE_BREAKS.split(code)
+    if not 1 <= line <= len(lines):
+        return column
+    text = lines[line - 1]
+    if text.isascii():
+        return column
+    prefix = text.encode("utf-8", "surrogatepass")[: max(0, column - 1)]
+    return len(prefix.decode("utf-8", "ignore")) + 1
 
 
 class _Denied(Exception):
@@ -648,6 +664,9 @@ class _Run:
         if kind == "timeout":
             message = f"the script ran longer than its {self.limits.timeout_s:g} s time limit"
         err = RunError.from_js(kind, name, message, stack)
+        if err.line is not None and err.column is not None:
+            err = err.model_copy(update={"column": _char_column(self.code, err.line,
+                                                                 err.column)})
         return RunResult(ok=False, logs=self.logs, error=err, stats=self._stats(t0, out))
 
 

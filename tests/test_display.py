@@ -190,15 +190,15 @@ def test_without_code_or_line_there_is_no_frame() -> None:
 @pytest.mark.parametrize(
     ("code", "column", "marker"),
     [
-        ('"é"; x.y', 7, "     ^"),  # columns count UTF-8 bytes: é is 2
-        ('"😀"; x.y', 9, "      ^"),  # an emoji: 4 bytes, one wide character
-        ('"日本"; x.y', 11, "        ^"),  # wide characters take two cells each
+        ('"é"; x.y', 6, "     ^"),  # columns count characters
+        ('"😀"; x.y', 6, "      ^"),  # an emoji: one character, two cells wide
+        ('"日本"; x.y', 7, "        ^"),  # wide characters take two cells each
         ("\tx.y", 2, "\t^"),  # tabs are kept so the marker aligns
         ("foo(", 5, "    ^"),  # past the end (a syntax error at the end of input)
-        ("\u202ex.y", 4, "      ^"),  # an invisible character is shown as \u202e
+        ("\u202ex.y", 2, "      ^"),  # an invisible character is shown as \u202e
     ],
 )
-def test_marker_column_counts_utf8_bytes(code: str, column: int, marker: str) -> None:
+def test_marker_sits_under_the_reported_character(code: str, column: int, marker: str) -> None:
     frame = code_frame(code, 1, column)
     assert frame is not None
     assert frame.marker == marker

@@ -89,3 +89,22 @@ def test_import_statements_are_syntax_errors_and_dynamic_import_fails(sandbox: S
     assert res.error is not None and res.error.kind == "syntax"
     res = sandbox.run("const os = await import('os');\nos.exec(['id'])")
     assert res.error is not None and res.error.kind == "runtime"
+
+
+def test_columns_count_characters_not_bytes(sandbox: Sandbox) -> None:
+    ascii_col = sandbox.run("const a = 'ab'; null.x").error
+    accented = sandbox.run("const a = 'éé'; null.x").error
+    assert ascii_col is not None and accented is not None
+    assert accented.column == ascii_col.column  # same number of characters before it
+
+
+def test_core_import_never_pulls_in_agent_frameworks() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, clambot_tools; "
+            "print([m for m in sys.modules if m.split('.')[0] in "
+            "('langchain', 'langchain_core', 'langgraph', 'llama_index', 'IPython')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
