@@ -276,6 +276,7 @@ class Guest:
         fuel: int | None = None,
     ) -> None:
         lk = linked(image)
+        self.runtime = image.runtime
         self.id = next(_ids)
         self.abort_kind: ErrorKind | None = None
         self.abort_message = ""

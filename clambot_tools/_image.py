@@ -152,7 +152,7 @@ def rewrite_with_memory(wasm: bytes, memory: bytes, skip_below: int) -> bytes:
 
 # ---------------------------------------------------------------- building and caching
 
-_images: dict[bool, StartImage] = {}
+_images: dict[tuple[bool, bool], StartImage] = {}
 _lock = threading.Lock()
 
 
@@ -182,19 +182,21 @@ def _build(runtime: Runtime) -> StartImage:
     return _describe(runtime, module, needs_init=False)
 
 
-def start_image(fuel: bool = False) -> StartImage:
-    """The process-wide start image for the engine with or without fuel.
+def start_image(fuel: bool = False, long_lived: bool = False) -> StartImage:
+    """The process-wide start image for the engine with or without fuel, for short runs
+    or for sessions (two engines: see _engine._POOL_KEEP_RESIDENT).
 
     Raises GuestUnavailableError if the guest is missing or broken.
     """
-    img = _images.get(fuel)
+    key = (fuel, long_lived)
+    img = _images.get(key)
     if img is not None:
         return img
     with _lock:
-        img = _images.get(fuel)
+        img = _images.get(key)
         if img is None:
-            img = _build(get_runtime(fuel))
-            _images[fuel] = img
+            img = _build(get_runtime(fuel, long_lived))
+            _images[key] = img
     return img
 
 

@@ -522,7 +522,6 @@ class _Run:
         lim = self.limits
         t0 = time.perf_counter()
         self.deadline = deadline = time.monotonic() + lim.timeout_s
-        rt = self.sb._image.runtime
         mem_bytes = lim.memory_mb * _MIB
         store_bytes = mem_bytes + 2 * lim.max_result_bytes + GUEST_C_STACK_KB * 1024 + 32 * _MIB
         token = None
@@ -545,7 +544,8 @@ class _Run:
             guest.on_log = self.on_log
             guest.on_call = self.on_call
             guest.set_epoch_deadline(math.ceil((lim.timeout_s + _HARD_GRACE_S) / TICK_S) + 1)
-            token = rt.ticker.watch(deadline, guest.interrupt_address)
+            ticker = guest.runtime.ticker  # the guest's own engine: its epoch must advance
+            token = ticker.watch(deadline, guest.interrupt_address)
             if self.cancelled:
                 result = self._failure("timeout", "the run was cancelled", t0)
                 return result
@@ -596,7 +596,7 @@ class _Run:
         finally:
             self._abandon_calls()
             if token is not None:
-                rt.ticker.unwatch(token)
+                ticker.unwatch(token)
             with self._cancel_lock:
                 if self.session is None:
                     if self.guest is not None:
@@ -707,7 +707,8 @@ class Session:
     def _new_guest(self) -> Guest:
         lim = self._sb.limits
         store = (lim.memory_mb * _MIB + 2 * lim.max_result_bytes + _STACK_BYTES + 32 * _MIB)
-        return Guest(self._sb._image, memory_limit_bytes=store, fuel=lim.fuel)
+        image = start_image(fuel=lim.fuel is not None, long_lived=True)
+        return Guest(image, memory_limit_bytes=store, fuel=lim.fuel)
 
     def _reload(self, size: int, data: bytes) -> None:
         old, self._guest = self._guest, self._new_guest()

@@ -56,3 +56,22 @@ print(json.dumps([res.error.kind, res.error.name, after.value]))
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["stack", "StackOverflowError", 2]
+
+
+def test_epoch_trap_also_stops_a_session_and_rolls_it_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decoy = ctypes.c_int32(0)
+    real_watch = _engine.Ticker.watch
+
+    def watch_decoy(self: _engine.Ticker, deadline: float, address: int) -> int:
+        return real_watch(self, deadline, ctypes.addressof(decoy))
+
+    sb = Sandbox(limits=Limits(timeout_s=0.3))
+    with sb.session() as s:
+        s.run("let kept = 'yes'")
+        monkeypatch.setattr(_engine.Ticker, "watch", watch_decoy)
+        res = s.run("kept = 'no'; while (true) {}")
+        monkeypatch.undo()
+        assert res.error is not None and res.error.kind == "timeout"
+        assert s.run("kept").value == "yes"
