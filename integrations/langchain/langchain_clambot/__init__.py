@@ -7,15 +7,35 @@ sandbox with no ambient authority, calling your LangChain tools as ``await tools
     'Result (JSON): [2,4,6]'
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._approval import ApprovalInterrupt, langgraph_interrupt_approver
 from ._fences import strip_code_fences
+from ._sessions import JSSessionRecord, JSSessionState, merge_js_sessions
 from ._tool import SandboxedJSInput, SandboxedJSTool, SandboxToolError
+
+if TYPE_CHECKING:
+    from ._middleware import JSSessionMiddleware
+
+
+def __getattr__(name: str) -> Any:
+    """`JSSessionMiddleware` is imported when first used (it needs ``langchain``)."""
+    if name == "JSSessionMiddleware":
+        from ._middleware import JSSessionMiddleware
+
+        return JSSessionMiddleware
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ApprovalInterrupt",
+    "JSSessionMiddleware",
+    "JSSessionRecord",
+    "JSSessionState",
     "SandboxToolError",
     "SandboxedJSInput",
     "SandboxedJSTool",
     "langgraph_interrupt_approver",
+    "merge_js_sessions",
     "strip_code_fences",
 ]

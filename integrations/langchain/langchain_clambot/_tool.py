@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from clambot_tools import (
+    Approver,
     AuditLog,
     Binding,
     ConfigError,
@@ -16,15 +20,17 @@ from clambot_tools import (
     Policy,
     RunResult,
     Sandbox,
+    SnapshotError,
     binding,
 )
 from langchain_core.callbacks import (
     AsyncCallbackManagerForToolRun,
     CallbackManagerForToolRun,
 )
+from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
-from langchain_core.tools import BaseTool, ToolException
+from langchain_core.tools import BaseTool, InjectedToolCallId, ToolException
 from langchain_core.tools.base import ToolExceptionHandlerOutput
 from pydantic import BaseModel, Field, PrivateAttr
 
@@ -32,6 +38,15 @@ from ._adapt import RunState, ToolSpec, guard_binding
 from ._approval import SessionApprovals, run_approver
 from ._fences import strip_code_fences
 from ._render import render_error, render_success
+from ._sessions import (
+    RESTORED_KINDS,
+    SESSION_KEY,
+    LiveSession,
+    Relay,
+    SessionCache,
+    Where,
+    acquire,
+)
 
 logger = logging.getLogger("langchain_clambot")
 
@@ -49,6 +64,22 @@ class SandboxedJSInput(BaseModel):
             "`await tools.name({...})`."
         )
     )
+
+
+@functools.lru_cache(maxsize=1)
+def session_input() -> type[SandboxedJSInput]:
+    """The args schema of a session tool: `code`, plus what LangGraph's ToolNode
+    injects (the state's ``js_session`` and the tool call id), which the model never
+    sees. Raises ImportError if LangGraph is not installed."""
+    from langgraph.prebuilt import InjectedState
+
+    class SandboxedJSSessionInput(SandboxedJSInput):
+        """`code`, and the injected session state and tool call id."""
+
+        stored_session: Annotated[Any, InjectedState(SESSION_KEY)] = None
+        tool_call_id: Annotated[str | None, InjectedToolCallId] = None
+
+    return SandboxedJSSessionInput
 
 
 class SandboxToolError(ToolException):
@@ -76,9 +107,16 @@ _ABOUT = (
     "Write plain JavaScript (ES2023): not Python, not TypeScript (no type annotations), "
     "no import or require, no top-level `return`. Top-level `await` works. The value of "
     "the last expression is the result, e.g. end the program with `({{count, items}})` "
-    "or `total`. Each run starts fresh: nothing is kept between runs. There is no "
-    "network, file system or environment{outside}.\n"
+    "or `total`. {memory_rule} There is no network, file system or environment{outside}.\n"
     "Limits per run: {timeout:g} s (tool calls included) and {memory} MiB of memory."
+)
+_FRESH = "Each run starts fresh: nothing is kept between runs."
+_KEPT = (
+    "Top-level declarations (let, const, function, class) and globals are kept from "
+    "one call of this tool to the next in this conversation: define something once and "
+    "use it in later scripts. Do not declare a kept name again (that is a SyntaxError): "
+    "assign to it instead. A script that fails changes nothing, so send the fixed "
+    "script whole."
 )
 _TOOLS = (
     "The only way to reach the outside is the global `tools` object: call "
@@ -118,14 +156,30 @@ class SandboxedJSTool(BaseTool):
         audit: an ``AuditLog`` getting one record per run and per tool call.
         max_value_chars: longest JSON of the value shown to the model (default 4000).
         max_log_chars: longest console output shown to the model (default 2000).
+        sessions: keep one JavaScript session per LangGraph thread: what a script
+            declares is there for the next script of the thread. The session is kept
+            in the graph state's ``js_session`` key (declare it with
+            ``JSSessionMiddleware()`` or ``JSSessionState``), so the checkpointer
+            stores it and any worker can resume it. The tool then returns a LangGraph
+            ``Command`` (the ToolMessage and the new snapshot) and must be called by a
+            ToolNode (``create_agent`` uses one). A failed script changes nothing.
+        max_live_sessions: live sessions kept in this process (one per thread, least
+            recently used closed first; a thread without one restores it from the
+            state). Default 64.
+        on_unreadable_session: what to do when the state's session cannot be restored
+            (damaged, or made by another guest build or with other bindings):
+            ``"error"`` (the default) fails the call with a tool error saying so;
+            ``"reset"`` runs the script in a new, empty session and tells the model
+            that earlier definitions are gone.
         **kwargs: any other BaseTool field (name, description, callbacks, tags,
             metadata, handle_tool_error...).
 
     Raises:
         ConfigError: a tool is not a LangChain tool, two tools or bindings share a
             name, ``effects`` names a tool that is not granted, or a limit or policy is
-            invalid.
+            invalid, or ``sessions=True`` with ``response_format="content_and_artifact"``.
         GuestUnavailableError: ClamBot's compiled guest is missing.
+        ImportError: ``sessions=True`` without LangGraph installed.
     """
 
     name: str = DEFAULT_NAME
@@ -136,6 +190,9 @@ class SandboxedJSTool(BaseTool):
     ) = True
     max_value_chars: int = Field(default=4000, ge=100)
     max_log_chars: int = Field(default=2000, ge=100)
+    sessions: bool = False
+    max_live_sessions: int = Field(default=64, ge=1)
+    on_unreadable_session: Literal["error", "reset"] = "error"
 
     _limits: Limits = PrivateAttr()
     _policy: Policy = PrivateAttr()
@@ -144,6 +201,7 @@ class SandboxedJSTool(BaseTool):
     _bindings: tuple[Binding, ...] = PrivateAttr(default=())
     _session: SessionApprovals = PrivateAttr(default_factory=SessionApprovals)
     _declaration: str = PrivateAttr(default="")
+    _cache: SessionCache | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -178,8 +236,16 @@ class SandboxedJSTool(BaseTool):
         template = Sandbox(limits=limits, policy=policy,
                            bindings=[s.template() for s in specs] + list(plain))
         declaration = template.describe_tools() if template.bindings else ""
+        sessions = bool(kwargs.get("sessions", False))
         if "description" not in kwargs:
-            kwargs["description"] = _description(limits, declaration)
+            kwargs["description"] = _description(limits, declaration, sessions=sessions)
+        if sessions:
+            if kwargs.get("response_format", "content") != "content":
+                raise ConfigError("a session tool returns a LangGraph Command (whose "
+                                  "ToolMessage carries the RunResult as its artifact): "
+                                  'leave response_format unset or "content"')
+            kwargs["response_format"] = "content"
+            kwargs.setdefault("args_schema", session_input())
         kwargs.setdefault("args_schema", SandboxedJSInput)
         super().__init__(**kwargs)
         self._limits = limits
@@ -188,6 +254,8 @@ class SandboxedJSTool(BaseTool):
         self._specs = specs
         self._bindings = plain
         self._declaration = declaration
+        if self.sessions:
+            self._cache = SessionCache(self.max_live_sessions, self._new_live_session)
 
     @property
     def limits(self) -> Limits:
@@ -205,14 +273,22 @@ class SandboxedJSTool(BaseTool):
 
     # -- one run
 
-    def _sandbox(self, state: RunState, *, use_async: bool) -> Sandbox:
-        """A Sandbox for one run, its bindings and approver bound to `state`."""
+    def _run_bindings(self, state: RunState, *,
+                      use_async: bool) -> tuple[list[Binding], Approver | None]:
+        """The bindings and the approver of one run, bound to `state`."""
         bindings = [s.bind(state, use_async=use_async) for s in self._specs]
         bindings += [guard_binding(b, state) for b in self._bindings]
+        approve = self._policy.approve
+        if approve is not None:
+            approve = run_approver(approve, state, self._session)
+        return bindings, approve
+
+    def _sandbox(self, state: RunState, *, use_async: bool) -> Sandbox:
+        """A Sandbox for one run, its bindings and approver bound to `state`."""
+        bindings, approve = self._run_bindings(state, use_async=use_async)
         policy = self._policy
-        if policy.approve is not None:
-            policy = dataclasses.replace(
-                policy, approve=run_approver(policy.approve, state, self._session))
+        if approve is not None:
+            policy = dataclasses.replace(policy, approve=approve)
         return Sandbox(limits=self._limits, bindings=bindings, policy=policy,
                        audit=self._audit)
 
@@ -245,16 +321,22 @@ class SandboxedJSTool(BaseTool):
         run_manager: CallbackManagerForToolRun | None = None,
         *,
         config: RunnableConfig,
-    ) -> tuple[str, RunResult]:
-        """Run `code` (fences stripped) and return (content, RunResult).
+        stored_session: Any = None,
+        tool_call_id: str | None = None,
+    ) -> Any:
+        """Run `code` (fences stripped) and return (content, RunResult), or with
+        ``sessions=True`` a LangGraph Command carrying the ToolMessage and the session.
 
         Raises SandboxToolError (a ToolException) if the run failed, or LangGraph's
-        GraphInterrupt when an approval or a tool paused the graph for a human.
+        GraphInterrupt when an approval or a tool paused the graph for a human, or
+        ConfigError for a session tool whose graph state has no ``js_session`` key.
         """
         script = strip_code_fences(code)
         child = patch_config(config, callbacks=run_manager.get_child()) if run_manager \
             else config
         state = RunState(child)
+        if self.sessions:
+            return self._run_session(script, state, config, stored_session, tool_call_id)
         try:
             result = self._sandbox(state, use_async=False).run(script)
         except Exception as exc:
@@ -267,28 +349,179 @@ class SandboxedJSTool(BaseTool):
         run_manager: AsyncCallbackManagerForToolRun | None = None,
         *,
         config: RunnableConfig,
-    ) -> tuple[str, RunResult]:
+        stored_session: Any = None,
+        tool_call_id: str | None = None,
+    ) -> Any:
         """The async twin of `_run`: the script runs with ``Sandbox.arun`` and granted
         LangChain tools are called with ``ainvoke`` on the caller's event loop.
 
-        Raises SandboxToolError or GraphInterrupt as `_run` does.
+        Raises SandboxToolError, GraphInterrupt or ConfigError as `_run` does.
         """
         script = strip_code_fences(code)
         child = patch_config(config, callbacks=run_manager.get_child()) if run_manager \
             else config
         state = RunState(child)
+        if self.sessions:
+            return await self._arun_session(script, state, config, stored_session,
+                                            tool_call_id)
         try:
             result = await self._sandbox(state, use_async=True).arun(script)
         except Exception as exc:
             raise self._internal(exc) from exc
         return self._respond(state, script, result)
 
+    # -- sessions (sessions=True)
 
-def _description(limits: Limits, declaration: str) -> str:
-    """The tool's description: what the language is, how results and tools work, the
-    limits, then the TypeScript declaration of `tools` when any are granted."""
+    def close_sessions(self) -> None:
+        """Close the live sessions this tool keeps in this process (those not running).
+        Nothing is lost: the next call of each thread restores its session from the
+        graph's state."""
+        if self._cache is not None:
+            self._cache.close()
+
+    def _new_live_session(self) -> LiveSession:
+        """An empty LiveSession: a Sandbox with relay bindings (and approver)."""
+        relay = Relay()
+        bindings = [relay.binding(s.template(), either=True) for s in self._specs]
+        bindings += [relay.binding(b, either=False) for b in self._bindings]
+        policy = self._policy
+        if policy.approve is not None:
+            policy = dataclasses.replace(policy, approve=relay.approve)
+        sandbox = Sandbox(limits=self._limits, bindings=bindings, policy=policy,
+                          audit=self._audit)
+        return LiveSession(sandbox, relay)
+
+    def _session_of(self, config: RunnableConfig, stored_session: Any,
+                    tool_call_id: str | None) -> tuple[Any, Where, LiveSession]:
+        """(this tool's stored record or None, where the call runs, its live session).
+
+        Raises ConfigError when the graph's state has no ``js_session`` key.
+        """
+        if stored_session is None or tool_call_id is None:
+            raise ConfigError(
+                f"{self.name} keeps its JavaScript session in the graph state's "
+                f"'{SESSION_KEY}' key, and this call had none: call it from a LangGraph "
+                "ToolNode (create_agent uses one) whose state declares it: "
+                "create_agent(..., middleware=[JSSessionMiddleware()]), or a state schema "
+                "that mixes in JSSessionState")
+        stored = (stored_session.get(self.name) if isinstance(stored_session, Mapping)
+                  else stored_session)
+        assert self._cache is not None
+        where = Where.of(config, tool_call_id)
+        return stored, where, self._cache.get(where.thread)
+
+    def _sync_session(self, live: LiveSession, stored: Any, where: Where,
+                      state: RunState) -> None:
+        """Make `live` hold the thread's session as the state has it.
+
+        Raises SandboxToolError if it cannot be restored (and on_unreadable_session is
+        "error").
+        """
+        try:
+            reason = live.sync(stored, where, reset=self.on_unreadable_session == "reset")
+        except SnapshotError as exc:
+            raise SandboxToolError(
+                "Error (session): the JavaScript session of this conversation could not "
+                f"be restored, so the script did not run: {exc}.\nThis is not a mistake "
+                "in the script: tell the user that the JavaScript state of this "
+                "conversation cannot be read by this version of the tool.", None) from None
+        if reason is not None:
+            state.note(f"the JavaScript session of this conversation could not be restored "
+                       f"({reason}), so this script ran in a new, empty session: what "
+                       "earlier scripts defined is gone.")
+
+    def _session_result(self, live: LiveSession, state: RunState, script: str,
+                        result: RunResult, stored: Any, where: Where,
+                        tool_call_id: str) -> Any:
+        """The Command for a run in `live`: its ToolMessage and the session's new
+        snapshot for the state. A run that failed or paused changes nothing: the
+        session is put back as it was (and the error or interrupt raised)."""
+        from langgraph.types import Command
+
+        err = result.error
+        if err is not None and err.message.startswith("redeclaration of"):
+            state.note("this conversation's session keeps what earlier scripts declared: "
+                       "assign to that name (without let, const or class), or pick "
+                       "another name.")
+        try:
+            content, result = self._respond(state, script, result)
+        except BaseException:
+            if state.pending is not None or err is None or err.kind not in RESTORED_KINDS:
+                live.rollback()
+            raise
+        try:
+            record = live.commit(stored, where)
+        except Exception as exc:
+            live.drop()
+            raise self._internal(exc) from exc
+        message = ToolMessage(content=content, artifact=result, tool_call_id=tool_call_id,
+                              name=self.name)
+        return Command(update={"messages": [message], SESSION_KEY: {self.name: record}})
+
+    def _run_session(self, script: str, state: RunState, config: RunnableConfig,
+                     stored_session: Any, tool_call_id: str | None) -> Any:
+        """`_run` in the thread's session. Raises as `_run` does."""
+        stored, where, live = self._session_of(config, stored_session, tool_call_id)
+        assert tool_call_id is not None
+        with live.lock:
+            self._sync_session(live, stored, where, state)
+            live.relay.start(*self._run_bindings(state, use_async=False))
+            assert live.session is not None
+            try:
+                result = live.session.run(script)
+            except Exception as exc:
+                live.drop()
+                raise self._internal(exc) from exc
+            return self._session_result(live, state, script, result, stored, where,
+                                        tool_call_id)
+
+    async def _arun_session(self, script: str, state: RunState, config: RunnableConfig,
+                            stored_session: Any, tool_call_id: str | None) -> Any:
+        """`_arun` in the thread's session. Raises as `_run` does.
+
+        Cancelled, it hands the session to a thread that closes it once the cancelled
+        run has stopped; the thread's next call restores it from the state.
+        """
+        stored, where, live = self._session_of(config, stored_session, tool_call_id)
+        assert tool_call_id is not None
+        await acquire(live.lock)
+        release = True
+        try:
+            self._sync_session(live, stored, where, state)
+            live.relay.start(*self._run_bindings(state, use_async=True))
+            assert live.session is not None
+            try:
+                result = await live.session.arun(script)
+            except asyncio.CancelledError:
+                release = False
+                threading.Thread(target=_drop_and_release, args=(live,), daemon=True,
+                                 name="clambot-session-close").start()
+                raise
+            except Exception as exc:
+                live.drop()
+                raise self._internal(exc) from exc
+            return self._session_result(live, state, script, result, stored, where,
+                                        tool_call_id)
+        finally:
+            if release:
+                live.lock.release()
+
+
+def _drop_and_release(live: LiveSession) -> None:
+    """Close `live`'s session (waiting for a cancelled run to stop), then unlock it."""
+    try:
+        live.drop()
+    finally:
+        live.lock.release()
+
+
+def _description(limits: Limits, declaration: str, *, sessions: bool = False) -> str:
+    """The tool's description: what the language is, how results and tools work (and
+    what is kept between runs), the limits, then the TypeScript declaration of `tools`
+    when any are granted."""
     outside = " except the tools below" if declaration else ""
-    text = _ABOUT.format(outside=outside, timeout=limits.timeout_s, memory=limits.memory_mb)
+    text = _ABOUT.format(outside=outside, timeout=limits.timeout_s, memory=limits.memory_mb,
+                         memory_rule=_KEPT if sessions else _FRESH)
     if declaration:
         text += "\n" + _TOOLS.format(declaration=declaration)
     return text

@@ -30,3 +30,21 @@ def js_call(code: str, call_id: str, name: str = "run_js_sandboxed") -> AIMessag
     """An AIMessage asking to run `code` with the sandboxed JS tool."""
     return AIMessage(content="", tool_calls=[{"name": name, "args": {"code": code},
                                               "id": call_id, "type": "tool_call"}])
+
+
+def js_calls(*calls: tuple[str, str], name: str = "run_js_sandboxed") -> AIMessage:
+    """An AIMessage asking to run several scripts at once: (code, call id) pairs."""
+    return AIMessage(content="", tool_calls=[
+        {"name": name, "args": {"code": code}, "id": call_id, "type": "tool_call"}
+        for code, call_id in calls])
+
+
+def session_agent(model: Any, checkpointer: Any = None, **tool_kwargs: Any) -> Any:
+    """A create_agent agent whose SandboxedJSTool keeps a session per thread."""
+    from langchain.agents import create_agent
+
+    from langchain_clambot import JSSessionMiddleware, SandboxedJSTool
+
+    js = SandboxedJSTool(sessions=True, **tool_kwargs)
+    return create_agent(model, [js], middleware=[JSSessionMiddleware()],
+                        checkpointer=checkpointer)
