@@ -36,3 +36,4 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r bench/requirements.txt
 	$(PY) bench/run.py
+	$(PY) bench/sessions.py

@@ -376,6 +376,12 @@ class Guest:
         size = self.size()
         return size, ctypes.string_at(self.base + skip, size - skip)
 
+    def memory_view(self, skip: int) -> memoryview:
+        """A view (no copy) of memory from `skip` to its current end. Valid only while
+        nothing runs in this guest: the caller must hold the guest for its use."""
+        size = self.size()
+        return memoryview((ctypes.c_char * (size - skip)).from_address(self.base + skip)).cast("B")
+
     def load_memory_image(self, size: int, skip: int, data: bytes) -> None:
         """Grow memory to `size` and put `data` at `skip`: the inverse of memory_image.
 

@@ -673,7 +673,7 @@ class _Run:
 # ---------------------------------------------------------------- sessions
 
 _SNAPSHOT_MAGIC = b"CLAMBOT-SNAPSHOT\n"
-_SNAPSHOT_VERSION = 2
+_SNAPSHOT_VERSION = 3
 
 
 class Session:
@@ -697,9 +697,9 @@ class Session:
         if memory is not None:  # a fresh instance holds the start image: patch it
             size, regions = memory
             try:
-                self._guest.load_memory_image(size, _STACK_BYTES, b"")
+                self._guest.load_memory_image(size, _STACK_BYTES, b"")  # grow once
                 for offset, chunk in regions:
-                    self._guest.load_memory_image(size, _STACK_BYTES + offset, chunk)
+                    self._guest.write(_STACK_BYTES + offset, chunk)
             except GuestTrap as exc:
                 self._guest.close()
                 raise SnapshotError(exc.message) from None
@@ -759,10 +759,12 @@ class Session:
         """
         from . import _snapshot
 
-        with self._lock:
+        with self._lock:  # held while reading: no run may change the memory meanwhile
             self._check_open()
-            size, data = self._guest.memory_image(_STACK_BYTES)
-        payload = _snapshot.encode(data, self._sb._base_memory())
+            view = self._guest.memory_view(_STACK_BYTES)
+            size = len(view) + _STACK_BYTES
+            payload = _snapshot.encode(view, self._sb._base_memory())
+            view.release()
         header = json.dumps({
             "format": _SNAPSHOT_VERSION,
             "guest_sha256": self._sb._image.guest_sha256,

@@ -2,43 +2,93 @@
 
 A fresh instance already holds the start image, so a snapshot only needs the pages a
 session changed (QuickJS's initialised heap, about half a megabyte, is mostly left
-alone). The payload is zlib (level 1) of::
+alone). The data is::
 
     u32 page count | u32 page index * count | the pages, in that order
 
-with little-endian integers and 4 KiB pages counted from the end of the C stack.
+with little-endian integers and 4 KiB pages counted from the end of the C stack. It is
+cut into up to two parts, each compressed with zlib (level 1) on its own thread (zlib
+releases the GIL), and stored as ``u32 part count | u32 compressed length * count |
+the parts``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import threading
 import zlib
+from typing import Any
 
 PAGE = 4096
+#: below this, one part on the calling thread is faster than a hand-off
+_SPLIT_ABOVE = 256 * 1024
+_pool: cf.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
-def encode(memory: bytes, base: bytes) -> bytes:
+def _map(fn: object, parts: list[Any]) -> list[bytes]:
+    global _pool
+    if len(parts) == 1:
+        return [fn(parts[0])]  # type: ignore[operator]
+    with _pool_lock:
+        if _pool is None:
+            _pool = cf.ThreadPoolExecutor(max_workers=2, thread_name_prefix="clambot-zlib")
+    return list(_pool.map(fn, parts))  # type: ignore[arg-type]
+
+
+def _compress(data: bytes | bytearray) -> bytes:
+    return zlib.compress(data, 1)
+
+
+def _pack(raw: bytes | bytearray) -> bytes:
+    parts = [raw] if len(raw) <= _SPLIT_ABOVE else [raw[: len(raw) // 2], raw[len(raw) // 2:]]
+    packed = _map(_compress, parts)
+    head = len(packed).to_bytes(4, "little") + b"".join(
+        len(p).to_bytes(4, "little") for p in packed
+    )
+    return head + b"".join(packed)
+
+
+def _unpack(payload: bytes) -> bytes:
+    if len(payload) < 4:
+        raise ValueError("damaged: too short")
+    count = int.from_bytes(payload[:4], "little")
+    if not 1 <= count <= 16 or len(payload) < 4 + 4 * count:
+        raise ValueError("damaged: bad part table")
+    sizes = [int.from_bytes(payload[4 + 4 * k:8 + 4 * k], "little") for k in range(count)]
+    parts, pos = [], 4 + 4 * count
+    for n in sizes:
+        parts.append(payload[pos:pos + n])
+        pos += n
+    if pos != len(payload):
+        raise ValueError("damaged: parts do not add up")
+    try:
+        return b"".join(_map(zlib.decompress, parts))
+    except zlib.error as exc:
+        raise ValueError(f"damaged: {exc}") from None
+
+
+def encode(memory: bytes | memoryview, base: bytes) -> bytes:
     """Compress the pages of `memory` that are not the same as in `base`."""
     indices: list[int] = []
-    pages: list[bytes] = []
+    pages = bytearray()
     mv, bv = memoryview(memory), memoryview(base)
-    for i in range((len(memory) + PAGE - 1) // PAGE):
+    n = len(mv)
+    for i in range((n + PAGE - 1) // PAGE):
         lo = i * PAGE
         page = mv[lo:lo + PAGE]
         if lo + len(page) <= len(base) and page == bv[lo:lo + len(page)]:
             continue
         indices.append(i)
-        pages.append(bytes(page))
+        pages += page
     head = len(indices).to_bytes(4, "little") + b"".join(i.to_bytes(4, "little") for i in indices)
-    return zlib.compress(head + b"".join(pages), 1)
+    return _pack(head + pages)
 
 
 def decode(payload: bytes, length: int) -> list[tuple[int, bytes]]:
     """The changed regions (offset, bytes), merged where pages are adjacent, of a memory
     of `length` bytes. Raises ValueError if the payload is damaged or does not fit."""
-    try:
-        raw = zlib.decompress(payload)
-    except zlib.error as exc:
-        raise ValueError(f"damaged: {exc}") from None
+    raw = _unpack(payload)
     if len(raw) < 4:
         raise ValueError("damaged: too short")
     count = int.from_bytes(raw[:4], "little")
