@@ -27,6 +27,17 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def private_mib() -> float:
+    """Private (unshared) resident memory: RSS counts the start image's read-only pages
+    once per sandbox that maps them, though they are one copy in the page cache."""
+    total = 0
+    with open("/proc/self/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith(("Private_Dirty:", "Private_Clean:")):
+                total += int(line.split()[1])
+    return total / 1024
+
+
 def median_ms(fn: Callable[[], Any], n: int) -> float:
     fn()
     ts = []
@@ -83,17 +94,19 @@ def live_sessions(count: int) -> str:
     with sb.session() as warm:
         warm.run("1")
     gc.collect()
-    before = rss_mib()
+    before, before_private = rss_mib(), private_mib()
     sessions = []
     for i in range(count):
         s = sb.session()
         s.run(f"let state = {{id: {i}, items: [1, 2, 3]}}; state.id")
         sessions.append(s)
-    after = rss_mib()
+    after, after_private = rss_mib(), private_mib()
     for s in sessions:
         s.close()
     per = (after - before) / count
-    return f"{per:.3f} MiB each ({count} live: {after - before:.0f} MiB over {before:.0f} MiB)"
+    per_private = (after_private - before_private) / count
+    return (f"RSS {per:.3f} MiB each, private {per_private:.3f} MiB each ({count} live: "
+            f"RSS +{after - before:.0f} MiB over {before:.0f} MiB)")
 
 
 def soak(total: int) -> str:
