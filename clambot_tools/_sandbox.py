@@ -26,7 +26,7 @@ from ._result import LOG_LEVELS, LogEntry, RunError, RunResult, RunStats
 if TYPE_CHECKING:  # asyncio costs ~11 ms to import: only runs that need it pay
     import asyncio
 
-_RESOLVE_OK, _RESOLVE_FAILED, _RESOLVE_DENIED, _RESOLVE_BAD_ARGS = 0, 1, 2, 3
+_RESOLVE_OK, _RESOLVE_FAILED, _RESOLVE_DENIED, _RESOLVE_BAD_ARGS, _RESOLVE_TOO_LARGE = range(5)
 #: after the soft deadline (QuickJS's interrupt), Wasmtime's epoch trap stops a script
 #: that swallows the interrupt (e.g. `finally { continue }`) this much later
 _HARD_GRACE_S = 0.1
@@ -457,8 +457,9 @@ class _Run:
                 payload = f"the tool returned a value that is not JSON data: {err}".encode()
                 status, outcome = _RESOLVE_FAILED, "failed"
             if status == _RESOLVE_OK and len(payload) > self.limits.max_result_bytes:
-                payload = b"the tool's result is larger than the result limit"
-                status, outcome = _RESOLVE_FAILED, "failed"
+                payload = (f"the tool's result ({len(payload)} bytes) is larger than the "
+                           f"{self.limits.max_result_bytes}-byte limit").encode()
+                status, outcome = _RESOLVE_TOO_LARGE, "too_large"
         self._audit_call(call.binding, call.data, call.decision, outcome, elapsed, call.attempts)
         return self._deliver(call.call_id, status, payload, inline=inline)
 

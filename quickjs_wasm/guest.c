@@ -37,8 +37,11 @@ CB_IMPORT("abort") void host_abort(int32_t kind);
 
 enum { ST_DONE = 0, ST_ERROR = 1, ST_WAIT = 2 };
 enum { ABORT_MEMORY = 1 };
-enum { RESOLVE_OK = 0, RESOLVE_FAILED = 1, RESOLVE_DENIED = 2, RESOLVE_BAD_ARGS = 3 };
-enum { KIND_NONE = 0, KIND_BINDING_FAILED = 1, KIND_BINDING_DENIED = 2 };
+enum { RESOLVE_OK = 0, RESOLVE_FAILED = 1, RESOLVE_DENIED = 2, RESOLVE_BAD_ARGS = 3,
+       RESOLVE_TOO_LARGE = 4 };
+enum { KIND_NONE = 0, KIND_BINDING_FAILED = 1, KIND_BINDING_DENIED = 2, KIND_OUTPUT = 3 };
+
+static void note_binding_error(JSContext *ctx, JSValueConst err, int kind);
 
 #define MAX_DEPTH 1000
 #define MAX_MESSAGE 4096
@@ -770,6 +773,8 @@ static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *f
             kind = "binding_failed";
         else if (bkind == KIND_BINDING_DENIED)
             kind = "binding_denied";
+        else if (bkind == KIND_OUTPUT)
+            kind = "output_limit";
         else if (compile_phase && name && nn == 11 && !memcmp(name, "SyntaxError", 11))
             kind = "syntax";
         else if (msg && (strstr(msg, "Maximum call stack size exceeded") || strstr(msg, "stack overflow")))
@@ -1012,7 +1017,9 @@ static JSValue cb_tool_call(JSContext *ctx, JSValueConst this_val, int argc, JSV
     if (n > g_result_cap) {
         JS_FreeCString(ctx, s);
         JS_ThrowRangeError(ctx, "tool arguments are larger than the %zu-byte limit", g_result_cap);
-        settle(ctx, funcs, 0, JS_GetException(ctx));
+        exc = JS_GetException(ctx);
+        note_binding_error(ctx, exc, KIND_OUTPUT); /* uncaught, it is an output cap */
+        settle(ctx, funcs, 0, exc);
         return promise;
     }
     id = ++g_call_seq;
@@ -1199,6 +1206,17 @@ int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_lim
     return cb_step(ctx);
 }
 
+/* Remember an error made for a tool call, so that left uncaught it ends the run with
+   its own kind (binding_failed, binding_denied, output_limit) rather than runtime. */
+static void note_binding_error(JSContext *ctx, JSValueConst err, int kind)
+{
+    if (g_nberr < MAX_BINDING_ERRORS) {
+        g_berr[g_nberr].err = JS_DupValue(ctx, err);
+        g_berr[g_nberr].kind = kind;
+        g_nberr++;
+    }
+}
+
 /* Settle the pending call `id` (unknown ids are ignored); p[len] must be NUL. */
 static void settle_call(JSContext *ctx, int32_t id, int32_t status, const char *p, int32_t len)
 {
@@ -1227,15 +1245,15 @@ static void settle_call(JSContext *ctx, int32_t id, int32_t status, const char *
         msg[len] = 0;
         if (status == RESOLVE_BAD_ARGS)
             JS_ThrowTypeError(ctx, "%s", msg);
+        else if (status == RESOLVE_TOO_LARGE)
+            JS_ThrowRangeError(ctx, "%s", msg);
         else
             JS_ThrowPlainError(ctx, "%s", msg);
         free(msg);
         v = JS_GetException(ctx);
-        if (g_nberr < MAX_BINDING_ERRORS) {
-            g_berr[g_nberr].err = JS_DupValue(ctx, v);
-            g_berr[g_nberr].kind = status == RESOLVE_DENIED ? KIND_BINDING_DENIED : KIND_BINDING_FAILED;
-            g_nberr++;
-        }
+        note_binding_error(ctx, v, status == RESOLVE_DENIED ? KIND_BINDING_DENIED
+                                   : status == RESOLVE_TOO_LARGE ? KIND_OUTPUT
+                                   : KIND_BINDING_FAILED);
         settle(ctx, funcs, 0, v);
     }
 }

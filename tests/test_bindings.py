@@ -288,3 +288,21 @@ def test_calls_never_started_when_the_script_ends_first() -> None:
     assert [(r["binding"], r["outcome"]) for r in records if r["event"] == "call"] == [
         ("side_effect", "abandoned")
     ]
+
+
+def test_oversized_arguments_and_results_are_output_limits() -> None:
+    def echo(**args: Any) -> Any:
+        return args
+
+    def huge() -> str:
+        return "r" * 5000
+
+    sb = Sandbox(bindings=[echo, huge], limits=Limits(max_result_bytes=1000))
+    res = sb.run("await tools.echo({x: 'y'.repeat(2000)})")
+    assert res.error is not None and res.error.kind == "output_limit"
+    assert res.error.name == "RangeError"
+    res = sb.run("await tools.huge()")
+    assert res.error is not None and res.error.kind == "output_limit"
+    assert "1000-byte limit" in res.error.message
+    caught = sb.run("try { await tools.huge() } catch (e) { e.name }")
+    assert caught.value == "RangeError"
