@@ -167,13 +167,23 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+#: compiled modules kept in the cache (two per engine setting in use); older ones go
+_CACHE_KEEP = 8
+
+
 def _store_cached(path: Path, module: wasmtime.Module) -> None:
     """Write the module, then its checksum (a reader that sees only the first finds a
-    mismatch and recompiles). Failures only cost the cache."""
+    mismatch and recompiles), then drop the least recently written entries beyond
+    _CACHE_KEEP (a process still using one keeps its mapping). Failures only cost the
+    cache."""
     payload = bytes(module.serialize())
     try:
         _write_atomic(path, payload)
         _write_atomic(path.with_suffix(".sha256"), hashlib.sha256(payload).hexdigest().encode())
+        entries = sorted(path.parent.glob("guest-*.cwasm"), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-_CACHE_KEEP]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".sha256").unlink(missing_ok=True)
     except OSError:
         pass
 

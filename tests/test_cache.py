@@ -99,3 +99,15 @@ def test_cache_file_without_matching_checksum_is_rebuilt(
     _engine.cached_module(rt.engine, b"k5", False, lambda: produced.append(1) or rt.wasm)
     assert produced == [1]
     assert path.with_suffix(".sha256").exists()
+
+
+def test_old_entries_are_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAMBOT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_engine, "_CACHE_KEEP", 2)
+    rt = _engine.get_runtime()
+    for i in range(4):
+        _engine.cached_module(rt.engine, f"prune-{i}".encode(), False, lambda: rt.wasm)
+        newest = max(_module_files(tmp_path), key=lambda p: p.stat().st_mtime)
+        os.utime(newest, (1_000_000 + i, 1_000_000 + i))  # a clear order of writing
+    assert len(_module_files(tmp_path)) == 2
+    assert len(list(tmp_path.glob("guest-*.sha256"))) == 2
