@@ -224,6 +224,7 @@ class Ticker:
     _thread: threading.Thread | None = None
     _next_id: int = 0
     _last_tick: float = 0.0
+    _wakes_at: float = float("-inf")  # when the ticker's current sleep ends (inf: idle)
 
     def watch(self, deadline: float, address: int) -> int:
         """Register a run: at `deadline` (time.monotonic) write 1 to the int32 at `address`."""
@@ -236,7 +237,10 @@ class Ticker:
                     target=self._loop, name="clambot-epoch-ticker", daemon=True
                 )
                 self._thread.start()
-            self._lock.notify()
+            # wake the ticker only if it would sleep past this deadline: waking it for
+            # every short run would hand it the GIL in the middle of that run
+            if deadline < self._wakes_at:
+                self._lock.notify()
             return token
 
     def unwatch(self, token: int) -> None:
@@ -248,6 +252,7 @@ class Ticker:
         with self._lock:
             while True:
                 while not self._watches:
+                    self._wakes_at = float("inf")
                     self._lock.wait()
                 now = time.monotonic()
                 soonest = now + TICK_S
@@ -262,6 +267,7 @@ class Ticker:
                 if now - self._last_tick >= TICK_S:
                     self.engine.increment_epoch()
                     self._last_tick = now
+                self._wakes_at = soonest
                 self._lock.wait(max(0.0, soonest - time.monotonic()))
 
 
