@@ -636,8 +636,12 @@ class _Run:
         )
 
     def _failure(self, kind: ErrorKind, message: str, t0: float) -> RunResult:
-        err = RunError(kind=kind, name=_TRAP_NAMES.get(kind, "Error"), message=message)
-        return RunResult(ok=False, logs=self.logs, error=err, stats=self._stats(t0))
+        # model_construct throughout: our own typed values, and validating would build
+        # pydantic's schemas on the first failing run (~20 ms after a deadline)
+        err = RunError.model_construct(kind=kind, name=_TRAP_NAMES.get(kind, "Error"),
+                                       message=message, stack=None, line=None, column=None)
+        return RunResult.model_construct(ok=False, value=None, logs=self.logs, error=err,
+                                         stats=self._stats(t0))
 
     def _timeout(self, t0: float) -> RunResult:
         return self._failure(
@@ -668,7 +672,8 @@ class _Run:
         if err.line is not None and err.column is not None:
             err = err.model_copy(update={"column": _char_column(self.code, err.line,
                                                                  err.column)})
-        return RunResult(ok=False, logs=self.logs, error=err, stats=self._stats(t0, out))
+        return RunResult.model_construct(ok=False, value=None, logs=self.logs, error=err,
+                                         stats=self._stats(t0, out))
 
 
 # ---------------------------------------------------------------- sessions
