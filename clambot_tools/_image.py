@@ -198,8 +198,3 @@ def start_image(fuel: bool = False, long_lived: bool = False) -> StartImage:
             img = _build(get_runtime(fuel, long_lived))
             _images[key] = img
     return img
-
-
-def image_key(wasm: bytes) -> str:
-    """A short id of the guest build, for snapshots and diagnostics."""
-    return hashlib.sha256(wasm).hexdigest()[:16]

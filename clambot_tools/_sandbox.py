@@ -32,6 +32,13 @@ _RESOLVE_OK, _RESOLVE_FAILED, _RESOLVE_DENIED, _RESOLVE_BAD_ARGS, _RESOLVE_TOO_L
 _HARD_GRACE_S = 0.1
 _MIB = 1 << 20
 _STACK_BYTES = GUEST_C_STACK_KB * 1024
+def _store_limit(lim: Limits) -> int:
+    """The cap on a guest's linear memory (the second wall behind the JS heap's cap): the
+    heap cap, the C stack, room for two result buffers, and 32 MiB for static data and
+    the allocator's pre-GC reserve."""
+    return lim.memory_mb * _MIB + 2 * lim.max_result_bytes + _STACK_BYTES + 32 * _MIB
+
+
 #: in a session, a run that ends with one of these is rolled back
 _RESTORE_KINDS = frozenset({"timeout", "memory", "stack", "output_limit", "internal"})
 #: a sync binding whose calls take less than this runs inline, in the run's own thread:
@@ -524,7 +531,6 @@ class _Run:
         t0 = time.perf_counter()
         self.deadline = deadline = time.monotonic() + lim.timeout_s
         mem_bytes = lim.memory_mb * _MIB
-        store_bytes = mem_bytes + 2 * lim.max_result_bytes + GUEST_C_STACK_KB * 1024 + 32 * _MIB
         token = None
         out: Outcome | None = None
         checkpoint: tuple[int, bytes] | None = None
@@ -537,7 +543,8 @@ class _Run:
                     if lim.fuel is not None:
                         guest.set_fuel(lim.fuel)
                 else:
-                    guest = Guest(self.sb._image, memory_limit_bytes=store_bytes, fuel=lim.fuel)
+                    guest = Guest(self.sb._image, memory_limit_bytes=_store_limit(lim),
+                                  fuel=lim.fuel)
             except GuestTrap as exc:
                 return self._failure(exc.kind, exc.message, t0)
             with self._cancel_lock:
@@ -712,9 +719,8 @@ class Session:
 
     def _new_guest(self) -> Guest:
         lim = self._sb.limits
-        store = (lim.memory_mb * _MIB + 2 * lim.max_result_bytes + _STACK_BYTES + 32 * _MIB)
         image = start_image(fuel=lim.fuel is not None, long_lived=True)
-        return Guest(image, memory_limit_bytes=store, fuel=lim.fuel)
+        return Guest(image, memory_limit_bytes=_store_limit(lim), fuel=lim.fuel)
 
     def _reload(self, size: int, data: bytes) -> None:
         old, self._guest = self._guest, self._new_guest()
