@@ -24,6 +24,7 @@ demo: $(STAMP)
 	$(PY) examples/demo.py
 
 lint: $(STAMP)
+	$(PY) -m ruff format --check .
 	$(PY) -m ruff check clambot_tools tests bench examples quickjs_wasm hatch_build.py \
 		notebooks $(INTEGRATIONS)
 	$(PY) -m mypy

@@ -30,8 +30,9 @@ class GuestBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             shutil.copyfile(prebuilt, out)
             stamp.unlink(missing_ok=True)
         else:
-            spec = importlib.util.spec_from_file_location("_clambot_guest_build",
-                                                          root / "quickjs_wasm" / "build.py")
+            spec = importlib.util.spec_from_file_location(
+                "_clambot_guest_build", root / "quickjs_wasm" / "build.py"
+            )
             assert spec is not None and spec.loader is not None
             build = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(build)

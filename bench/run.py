@@ -336,10 +336,28 @@ class Reps:
     objects: int
 
 
-FULL = Reps(fresh=1000, spawn=9, cpu=5, spin=5, throughput_s=2.0, cpu_pairs=3,
-            echo_calls=2000, echo_loops=7, objects=5)
-QUICK = Reps(fresh=200, spawn=4, cpu=3, spin=3, throughput_s=0.5, cpu_pairs=2,
-             echo_calls=500, echo_loops=3, objects=3)
+FULL = Reps(
+    fresh=1000,
+    spawn=9,
+    cpu=5,
+    spin=5,
+    throughput_s=2.0,
+    cpu_pairs=3,
+    echo_calls=2000,
+    echo_loops=7,
+    objects=5,
+)
+QUICK = Reps(
+    fresh=200,
+    spawn=4,
+    cpu=3,
+    spin=3,
+    throughput_s=0.5,
+    cpu_pairs=2,
+    echo_calls=500,
+    echo_loops=3,
+    objects=3,
+)
 
 
 class BenchError(Exception):
@@ -417,8 +435,14 @@ def spawn_ms(snippet: str, reps: int, env: dict[str, str]) -> float:
     times = []
     for i in range(reps + 1):
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True,
-                              timeout=120, check=False, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-c", snippet],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
         dt = time.perf_counter() - t0
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
@@ -500,8 +524,7 @@ def fig_objects(engine: Engine, reps: int) -> tuple[str, float]:
     each on a new runner (same engine, same limits)."""
 
     def one(code: str, value: Any) -> float:
-        dt, out = timed(engine.runner(timeout_s=LONG_TIMEOUT_S, memory_mb=MEMORY_CAP_MB),
-                        code)
+        dt, out = timed(engine.runner(timeout_s=LONG_TIMEOUT_S, memory_mb=MEMORY_CAP_MB), code)
         expect(out, value)
         return dt
 
@@ -546,7 +569,9 @@ def bomb_wrapper(key: str) -> None:
     the child's last report plus its peak RSS and whether it was killed."""
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--child", "bomb", key],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     out_lines: list[str] = []
     err_lines: list[str] = []
@@ -590,7 +615,10 @@ class BombResult:
 def run_bomb(key: str) -> BombResult:
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", "bomb-wrap", key],
-        capture_output=True, text=True, timeout=BOMB_HARD_TIMEOUT_S + 60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=BOMB_HARD_TIMEOUT_S + 60,
+        check=False,
     )
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -708,8 +736,9 @@ def throughput_lines(engine: Engine | None, reps: Reps) -> list[str]:
 
 def header() -> str:
     try:
-        date = subprocess.run(["date", "-u"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+        date = subprocess.run(
+            ["date", "-u"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         date = time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime())
     cpu = platform.processor() or "unknown CPU"
@@ -730,8 +759,10 @@ def header() -> str:
     versions = ", ".join(
         f"{d} {version(d)}" for d in ("clambot-tools", "quickjs-rs", "quickjs", "wasmtime")
     )
-    return (f"# {date} | {cpu}, {os.cpu_count()} cores | Python {platform.python_version()}"
-            f" | {versions}")
+    return (
+        f"# {date} | {cpu}, {os.cpu_count()} cores | Python {platform.python_version()}"
+        f" | {versions}"
+    )
 
 
 def judge(row: Row, ok: Callable[[float], bool]) -> None:
@@ -781,8 +812,9 @@ class CpuWatch:
         return max(0.0, (busy - self.busy0) - (self._ours() - self.ours0)) / max(wall, 1e-9)
 
 
-def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
-            reps: Reps) -> tuple[list[Row], list[str]]:
+def measure(
+    engines: dict[str, Engine | None], load_errors: dict[str, str], reps: Reps
+) -> tuple[list[Row], list[str]]:
     def each(row: Row, how: Callable[[Engine], tuple[str, float | None]]) -> Row:
         for key in ENGINE_KEYS:
             engine = engines[key]
@@ -795,15 +827,19 @@ def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
         return row
 
     log("1/8 fresh sandbox/context + run 1+1")
-    fresh = each(Row("fresh sandbox/context + run `1+1` (ms, median)", "<= 0.25 ms"),
-                 lambda e: fig_fresh(e, reps.fresh))
+    fresh = each(
+        Row("fresh sandbox/context + run `1+1` (ms, median)", "<= 0.25 ms"),
+        lambda e: fig_fresh(e, reps.fresh),
+    )
     judge(fresh, lambda v: v <= 0.25)
 
     log("2/8 new process: import + first run")
     with tempfile.TemporaryDirectory(prefix="clambot-bench-pyc-") as pycache:
         env = spawn_env(pycache)
-        spawn = each(Row("new process: import + first run, warm cache (ms, median)",
-                         "<= 120 ms"), lambda e: fig_spawn(e, reps.spawn, env))
+        spawn = each(
+            Row("new process: import + first run, warm cache (ms, median)", "<= 120 ms"),
+            lambda e: fig_spawn(e, reps.spawn, env),
+        )
         try:
             bare = f"{spawn_ms('pass', reps.spawn, env):.0f} ms"
         except Exception as exc:  # noqa: BLE001 - any failure becomes a cell
@@ -811,8 +847,9 @@ def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
     judge(spawn, lambda v: v <= 120)
 
     log("3/8 CPU loop")
-    cpu = each(Row("CPU loop 5e6 (ms, median; x native)", "<= 1.4x native"),
-               lambda e: fig_cpu(e, reps.cpu))
+    cpu = each(
+        Row("CPU loop 5e6 (ms, median; x native)", "<= 1.4x native"), lambda e: fig_cpu(e, reps.cpu)
+    )
     native_ms = cpu.numbers.get("native")
     if native_ms:
         for key, ms in cpu.numbers.items():
@@ -845,8 +882,10 @@ def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
     judge(bomb_m, lambda v: v <= 200)
 
     log("5/8 while(true){} under a 1 s timeout")
-    spin = each(Row("`while(true){}`, 1 s timeout: overshoot (ms, median)", "<= 10 ms"),
-                lambda e: fig_spin(e, reps.spin))
+    spin = each(
+        Row("`while(true){}`, 1 s timeout: overshoot (ms, median)", "<= 10 ms"),
+        lambda e: fig_spin(e, reps.spin),
+    )
     judge(spin, lambda v: v <= 10)
 
     log("6/8 binding round trip")
@@ -854,15 +893,21 @@ def measure(engines: dict[str, Engine | None], load_errors: dict[str, str],
     echo_rows = []
     for is_async in (False, True):
         kind = "async" if is_async else "sync"
-        row = each(Row(f"binding round trip, small object, {kind} host function"
-                       f" (us/call, median {loops})", "<= 10 us"),
-                   lambda e, a=is_async: fig_echo(e, reps, is_async=a))
+        row = each(
+            Row(
+                f"binding round trip, small object, {kind} host function (us/call, median {loops})",
+                "<= 10 us",
+            ),
+            lambda e, a=is_async: fig_echo(e, reps, is_async=a),
+        )
         judge(row, lambda v: v <= 10)
         echo_rows.append(row)
 
     log("7/8 1000 objects returned to Python")
-    objects = each(Row("1000 objects returned to Python, minus a `1+1` run (ms, median)",
-                       "<= 5 ms"), lambda e: fig_objects(e, reps.objects))
+    objects = each(
+        Row("1000 objects returned to Python, minus a `1+1` run (ms, median)", "<= 5 ms"),
+        lambda e: fig_objects(e, reps.objects),
+    )
     judge(objects, lambda v: v <= 5)
 
     log("8/8 threads sharing one ClamBot Sandbox")
@@ -907,10 +952,14 @@ def main(argv: list[str] | None = None) -> int:
     other = watch.other_cores()
     if other is not None:
         warn = " - WARNING: the machine was not idle, figures are noisy" if other > 0.2 else ""
-        print(f"- other processes used {other:.2f} of {os.cpu_count()} cores on average"
-              f" during the run{warn}")
-    print(f"- mode: {'--quick' if args.quick else 'full'};"
-          f" total bench time {time.perf_counter() - t_start:.0f} s")
+        print(
+            f"- other processes used {other:.2f} of {os.cpu_count()} cores on average"
+            f" during the run{warn}"
+        )
+    print(
+        f"- mode: {'--quick' if args.quick else 'full'};"
+        f" total bench time {time.perf_counter() - t_start:.0f} s"
+    )
     return 0
 
 

@@ -111,8 +111,10 @@ def live_sessions(count: int) -> str:
         s.close()
     per = (after - before) / count
     per_private = (after_private - before_private) / count
-    return (f"RSS {per:.3f} MiB each, private {per_private:.3f} MiB each ({count} live: "
-            f"RSS +{after - before:.0f} MiB over {before:.0f} MiB)")
+    return (
+        f"RSS {per:.3f} MiB each, private {per_private:.3f} MiB each ({count} live: "
+        f"RSS +{after - before:.0f} MiB over {before:.0f} MiB)"
+    )
 
 
 def soak(total: int) -> str:
@@ -132,16 +134,22 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     n = 200 if args.quick else 2000
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} | Python "
-          f"{sys.version.split()[0]}")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} | Python "
+        f"{sys.version.split()[0]}"
+    )
     print()
     print("| figure | native quickjs | quickjs-rs | clambot | target |")
     print("|---|---|---|---|---|")
     reuse = session_reuse(n)
-    print(f"| reuse a session/context + run `1+1` (ms, median) | {reuse['native']} | "
-          f"{reuse['quickjs-rs']} | {reuse['clambot']} | <= 0.05 ms |")
-    print(f"| snapshot + restore, session holding 1 MB (ms, median) | - | - | "
-          f"{snapshot_restore(10 if args.quick else 30)} | <= 5 ms |")
+    print(
+        f"| reuse a session/context + run `1+1` (ms, median) | {reuse['native']} | "
+        f"{reuse['quickjs-rs']} | {reuse['clambot']} | <= 0.05 ms |"
+    )
+    print(
+        f"| snapshot + restore, session holding 1 MB (ms, median) | - | - | "
+        f"{snapshot_restore(10 if args.quick else 30)} | <= 5 ms |"
+    )
     count = 100 if args.quick else 1000
     print(f"| extra RSS per live session | - | - | {live_sessions(count)} | <= 0.5 MiB |")
     print()

@@ -32,6 +32,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
     load(ipython)
 
+
 __all__ = [
     "Approval",
     "ApprovalRequest",

@@ -52,8 +52,7 @@ class Binding:
             args = {}
         if not isinstance(args, dict):
             raise BindingArgumentError(
-                f"tools.{self.name} takes one object of named arguments, "
-                f"not {_js_type(args)}"
+                f"tools.{self.name} takes one object of named arguments, not {_js_type(args)}"
             )
         if self.var_keyword and not self.args_model.model_fields:
             return args  # `def f(**kwargs)`: any object will do, nothing to check
@@ -113,8 +112,9 @@ def _model_from_signature(func: Callable[..., Any], name: str) -> tuple[type[Bas
         ann = hints.get(p.name, Any if p.annotation is inspect.Parameter.empty else p.annotation)
         default = ... if p.default is inspect.Parameter.empty else p.default
         fields[p.name] = (ann, default)
-    config = ConfigDict(extra="allow" if var_kw else "forbid", strict=True,
-                        arbitrary_types_allowed=True)
+    config = ConfigDict(
+        extra="allow" if var_kw else "forbid", strict=True, arbitrary_types_allowed=True
+    )
     model = create_model(f"{_camel(name)}Args", __config__=config, **fields)
     return model, var_kw
 
@@ -164,9 +164,12 @@ def binding(
     signature whose parameters cannot be passed by name.
     """
     if func is None:
+
         def decorate(f: Callable[..., Any]) -> Binding:
-            return binding(f, name=name, description=description, args_schema=args_schema,
-                           effects=effects)
+            return binding(
+                f, name=name, description=description, args_schema=args_schema, effects=effects
+            )
+
         return decorate
     if isinstance(func, Binding):
         return func

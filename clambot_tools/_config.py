@@ -1,27 +1,27 @@
 """sandbox.toml: limits, policy, standard bindings and audit for the `clambot` CLI.
 
-    [limits]                  # any field of Limits
-    timeout_s = 2
-    memory_mb = 64
+[limits]                  # any field of Limits
+timeout_s = 2
+memory_mb = 64
 
-    [policy]                  # allow, deny_effects, max_calls, retry_*
-    deny_effects = ["network"]
+[policy]                  # allow, deny_effects, max_calls, retry_*
+deny_effects = ["network"]
 
-    [files]                   # clambot_tools.stdlib.files
-    root = "./data"           # relative paths are relative to the config file
-    write = false
+[files]                   # clambot_tools.stdlib.files
+root = "./data"           # relative paths are relative to the config file
+write = false
 
-    [http]                    # clambot_tools.stdlib.http
-    allow_hosts = ["api.example.com"]
-    [http.secrets."api.example.com"]
-    Authorization = { env = "API_TOKEN", prefix = "Bearer " }   # never in the file itself
+[http]                    # clambot_tools.stdlib.http
+allow_hosts = ["api.example.com"]
+[http.secrets."api.example.com"]
+Authorization = { env = "API_TOKEN", prefix = "Bearer " }   # never in the file itself
 
-    [sql]                     # clambot_tools.stdlib.sql
-    database = "app.db"
+[sql]                     # clambot_tools.stdlib.sql
+database = "app.db"
 
-    [audit]
-    path = "audit.jsonl"
-    include_args = false
+[audit]
+path = "audit.jsonl"
+include_args = false
 """
 
 from __future__ import annotations
@@ -156,18 +156,26 @@ def build(cfg: SandboxConfig, base: Path, approve: Approver | None = None) -> di
     if cfg.files is not None:
         from .stdlib import files
 
-        bindings += files.bindings(rel(cfg.files.root), write=cfg.files.write,
-                                   max_read_bytes=cfg.files.max_read_bytes,
-                                   max_write_bytes=cfg.files.max_write_bytes)
+        bindings += files.bindings(
+            rel(cfg.files.root),
+            write=cfg.files.write,
+            max_read_bytes=cfg.files.max_read_bytes,
+            max_write_bytes=cfg.files.max_write_bytes,
+        )
     if cfg.http is not None:
         from .stdlib import http
 
-        secrets = {host: {k: _secret(v) for k, v in headers.items()}
-                   for host, headers in cfg.http.secrets.items()}
-        bindings += http.bindings(allow_hosts=cfg.http.allow_hosts, secrets=secrets,
-                                  timeout_s=cfg.http.timeout_s,
-                                  max_response_bytes=cfg.http.max_response_bytes,
-                                  allow_private=cfg.http.allow_private)
+        secrets = {
+            host: {k: _secret(v) for k, v in headers.items()}
+            for host, headers in cfg.http.secrets.items()
+        }
+        bindings += http.bindings(
+            allow_hosts=cfg.http.allow_hosts,
+            secrets=secrets,
+            timeout_s=cfg.http.timeout_s,
+            max_response_bytes=cfg.http.max_response_bytes,
+            allow_private=cfg.http.allow_private,
+        )
     if cfg.sql is not None:
         from .stdlib import sql
 

@@ -47,8 +47,7 @@ _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
 # overrides and isolates ("Trojan Source"), zero-width marks, line/paragraph separators,
 # the BOM, and lone surrogates (which could not even be encoded to UTF-8).
 _INVISIBLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff"
-    "\ud800-\udfff]"
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
 )
 
 _LEVEL_COLORS = {
@@ -153,9 +152,7 @@ class CodeFrame:
         """The frame as text: numbered lines, ``>`` before the failing one, the marker."""
         width = len(str(self.lines[-1][0]))
         last = self.lines[-1][0]
-        rows = [
-            f"{'>' if n == last else ' '} {n:>{width}} | {text}" for n, text in self.lines
-        ]
+        rows = [f"{'>' if n == last else ' '} {n:>{width}} | {text}" for n, text in self.lines]
         if self.marker:
             rows.append(f"  {'':>{width}} | {self.marker}")
         return "\n".join(rows)
@@ -175,7 +172,7 @@ def code_frame(code: str, line: int | None, column: int | None) -> CodeFrame | N
     start = 0
     if len(text) > MAX_LINE_CHARS:
         start = max(0, min(index - MAX_LINE_CHARS // 2, len(text) - MAX_LINE_CHARS))
-    window = text[start:start + MAX_LINE_CHARS]
+    window = text[start : start + MAX_LINE_CHARS]
     shown_parts: list[str] = ["…" if start > 0 else ""]
     marker_parts: list[str] = [" " if start > 0 else ""]
     for i, ch in enumerate(window, start):
@@ -278,8 +275,9 @@ def run_result_html(
     err = res.error
     if res.ok or err is None:
         out.append(f'<div style="{_LABEL}">{_badge("ok", _OK_COLOR)} value</div>')
-        out.append(f'<pre style="{_PRE}">{html.escape(value_text(res.value, max_value_chars))}'
-                   "</pre>")
+        out.append(
+            f'<pre style="{_PRE}">{html.escape(value_text(res.value, max_value_chars))}</pre>'
+        )
     else:
         where = _where(err)
         where_html = f' <span style="{_MUTED}">at {html.escape(where)}</span>' if where else ""

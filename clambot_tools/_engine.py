@@ -74,9 +74,7 @@ def _pooling(cfg: wasmtime.Config, keep_resident: int) -> None:
     _bindings.wasmtime_pooling_allocation_config_max_memory_size_set(p, 4 << 30)
     _bindings.wasmtime_pooling_allocation_config_table_elements_set(p, 8192)
     _bindings.wasmtime_pooling_allocation_config_max_core_instance_size_set(p, 1 << 20)
-    _bindings.wasmtime_pooling_allocation_config_linear_memory_keep_resident_set(
-        p, keep_resident
-    )
+    _bindings.wasmtime_pooling_allocation_config_linear_memory_keep_resident_set(p, keep_resident)
     _bindings.wasmtime_pooling_allocation_config_max_unused_warm_slots_set(p, _POOL_WARM_SLOTS)
     _bindings.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), p)
     _bindings.wasmtime_pooling_allocation_config_delete(p)
@@ -128,8 +126,11 @@ def _private_file(path: Path) -> bool:
         st = os.stat(path, follow_symlinks=False)
     except OSError:
         return False
-    return (stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid()
-            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_uid == os.getuid()
+        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
 
 
 def _load_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:

@@ -36,6 +36,7 @@ _VAL = ffi.wasmtime_val_raw
 _CALLBACK = ffi.wasmtime_func_unchecked_callback_t
 _NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()
 
+
 class _Fast:
     """The same C functions as wasmtime's bindings, called *without* releasing the GIL.
 
@@ -223,8 +224,15 @@ class Linked:
             for mod, name, ftype in image.imports:
                 m, n = mod.encode(), name.encode()
                 err = ffi.wasmtime_linker_define_func_unchecked(
-                    linker, m, len(m), n, len(n), ftype.ptr(), _HOST_FUNCS[(mod, name)],
-                    None, _NO_FINALIZER,
+                    linker,
+                    m,
+                    len(m),
+                    n,
+                    len(n),
+                    ftype.ptr(),
+                    _HOST_FUNCS[(mod, name)],
+                    None,
+                    _NO_FINALIZER,
                 )
                 if err:
                     raise wasmtime.WasmtimeError._from_ptr(err)
@@ -245,6 +253,8 @@ class Linked:
 
 _linked: dict[int, Linked] = {}
 _linked_lock = threading.Lock()
+
+
 def linked(image: StartImage) -> Linked:
     """The process-wide linked form of `image`."""
     lk = _linked.get(id(image))
@@ -325,8 +335,12 @@ class Guest:
                 self._funcs[name] = f
         self._vals = (_VAL * 8)()
         self._known_size = 0
-        self.base = ctypes.cast(_fast.wasmtime_memory_data(self._ctx, byref(self._mem)),
-                                ctypes.c_void_p).value or 0
+        self.base = (
+            ctypes.cast(
+                _fast.wasmtime_memory_data(self._ctx, byref(self._mem)), ctypes.c_void_p
+            ).value
+            or 0
+        )
         if image.needs_init:
             self.call("_initialize")
             if self.call("cb_init", image.stack_bytes) != 0:
@@ -390,8 +404,9 @@ class Guest:
         current = self.size()
         if size > current:
             prev = ctypes.c_uint64()
-            err = ffi.wasmtime_memory_grow(self._ctx, byref(self._mem),
-                                           (size - current + 65535) // 65536, byref(prev))
+            err = ffi.wasmtime_memory_grow(
+                self._ctx, byref(self._mem), (size - current + 65535) // 65536, byref(prev)
+            )
             if err:
                 wasmtime.WasmtimeError._from_ptr(err)
                 raise GuestTrap("memory", "the saved state does not fit the memory limit")

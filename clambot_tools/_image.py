@@ -67,8 +67,15 @@ def _describe(runtime: Runtime, module: wasmtime.Module, needs_init: bool) -> St
     missing = [n for n in EXPORTS if n not in names]
     if missing:
         raise wasmtime.WasmtimeError(f"guest lacks exports {missing}")
-    return StartImage(runtime, module, needs_init, 512 * 1024, imports, EXPORTS,
-                      hashlib.sha256(runtime.wasm).hexdigest())
+    return StartImage(
+        runtime,
+        module,
+        needs_init,
+        512 * 1024,
+        imports,
+        EXPORTS,
+        hashlib.sha256(runtime.wasm).hexdigest(),
+    )
 
 
 # ---------------------------------------------------------------- wasm binary surgery
@@ -174,7 +181,9 @@ def _build(runtime: Runtime) -> StartImage:
     # deserializes.
     try:
         module = cached_module(
-            runtime.engine, b"start-image-v1\0" + runtime.wasm, runtime.fuel,
+            runtime.engine,
+            b"start-image-v1\0" + runtime.wasm,
+            runtime.fuel,
             lambda: _image_wasm(runtime),
         )
     except wasmtime.WasmtimeError as exc:

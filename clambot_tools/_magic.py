@@ -51,19 +51,35 @@ def _parser() -> _Parser:
         "[--sandbox NAME] [--var NAME]",
         description="Run the cell as JavaScript in a ClamBot sandbox and show its RunResult.",
     )
-    p.add_argument("--timeout", type=float, metavar="S",
-                   help="wall-clock limit in seconds (default: Limits' 5)")
-    p.add_argument("--memory", type=int, metavar="MB",
-                   help="JavaScript memory limit in MiB (default: Limits' 64)")
-    p.add_argument("--bindings", action="extend", nargs="+", default=[],
-                   metavar="NAME1,NAME2",
-                   help="variables of the notebook to grant as tools: callables (granted "
-                   "under the variable's name), binding(...) objects (under their own "
-                   "name) or lists of them")
-    p.add_argument("--sandbox", metavar="NAME",
-                   help="run in this Sandbox of the notebook (its limits, bindings, policy "
-                   "and audit) instead of a new one, or in this Session (sb.session(): its "
-                   "JavaScript globals persist from cell to cell)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="wall-clock limit in seconds (default: Limits' 5)",
+    )
+    p.add_argument(
+        "--memory",
+        type=int,
+        metavar="MB",
+        help="JavaScript memory limit in MiB (default: Limits' 64)",
+    )
+    p.add_argument(
+        "--bindings",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="NAME1,NAME2",
+        help="variables of the notebook to grant as tools: callables (granted "
+        "under the variable's name), binding(...) objects (under their own "
+        "name) or lists of them",
+    )
+    p.add_argument(
+        "--sandbox",
+        metavar="NAME",
+        help="run in this Sandbox of the notebook (its limits, bindings, policy "
+        "and audit) instead of a new one, or in this Session (sb.session(): its "
+        "JavaScript globals persist from cell to cell)",
+    )
     p.add_argument("--var", metavar="NAME", help="store the RunResult in this variable")
     return p
 
@@ -87,8 +103,11 @@ def parse_line(line: str) -> MagicArgs:
         raise MagicArgumentError(f"%%{MAGIC_NAME}: {exc}") from None
     ns = _parser().parse_args(argv)
     names = tuple(n.strip() for arg in ns.bindings for n in arg.split(",") if n.strip())
-    for label, values in (("--bindings", names), ("--sandbox", (ns.sandbox,)),
-                          ("--var", (ns.var,))):
+    for label, values in (
+        ("--bindings", names),
+        ("--sandbox", (ns.sandbox,)),
+        ("--var", (ns.var,)),
+    ):
         for v in values:
             if v is not None and not v.isidentifier():
                 raise MagicArgumentError(
@@ -208,5 +227,4 @@ def load_ipython_extension(ipython: InteractiveShell) -> None:
         cast("Callable[..., None]", display)(shown)  # IPython's display() is untyped
 
     js_sandbox.__doc__ = _parser().format_help()
-    ipython.magics_manager.register_function(js_sandbox, magic_kind="cell",
-                                             magic_name=MAGIC_NAME)
+    ipython.magics_manager.register_function(js_sandbox, magic_kind="cell", magic_name=MAGIC_NAME)

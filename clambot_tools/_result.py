@@ -57,8 +57,9 @@ class RunError(BaseModel):
             m = _FRAME.search(stack)
             if m:
                 line, column = int(m.group(1)), int(m.group(2))
-        return cls.model_construct(kind=kind, name=name, message=message,
-                                   stack=stack or None, line=line, column=column)
+        return cls.model_construct(
+            kind=kind, name=name, message=message, stack=stack or None, line=line, column=column
+        )
 
 
 class RunStats(BaseModel):

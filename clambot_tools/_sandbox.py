@@ -32,6 +32,8 @@ _RESOLVE_OK, _RESOLVE_FAILED, _RESOLVE_DENIED, _RESOLVE_BAD_ARGS, _RESOLVE_TOO_L
 _HARD_GRACE_S = 0.1
 _MIB = 1 << 20
 _STACK_BYTES = GUEST_C_STACK_KB * 1024
+
+
 def _store_limit(lim: Limits) -> int:
     """The cap on a guest's linear memory (the second wall behind the JS heap's cap): the
     heap cap, the C stack, room for two result buffers, and 32 MiB for static data and
@@ -74,8 +76,9 @@ def _background_loop() -> asyncio.AbstractEventLoop:
     with _shared_lock:
         if _bg_loop is None:
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="clambot-async-bindings",
-                             daemon=True).start()
+            threading.Thread(
+                target=loop.run_forever, name="clambot-async-bindings", daemon=True
+            ).start()
             _bg_loop = loop
         return _bg_loop
 
@@ -225,8 +228,9 @@ class _Call:
 
     __slots__ = ("attempts", "binding", "call_id", "data", "decision", "kwargs", "started")
 
-    def __init__(self, call_id: int, binding: Binding, data: bytes, kwargs: dict[str, Any],
-                 started: float) -> None:
+    def __init__(
+        self, call_id: int, binding: Binding, data: bytes, kwargs: dict[str, Any], started: float
+    ) -> None:
         self.call_id = call_id
         self.binding = binding
         self.data = data
@@ -249,8 +253,13 @@ async def _await(x: Any) -> Any:
 class _Run:
     """One execution of one script: the guest, its logs, its tool calls."""
 
-    def __init__(self, sb: Sandbox, code: str, loop: asyncio.AbstractEventLoop | None,
-                 session: Session | None = None) -> None:
+    def __init__(
+        self,
+        sb: Sandbox,
+        code: str,
+        loop: asyncio.AbstractEventLoop | None,
+        session: Session | None = None,
+    ) -> None:
         if not isinstance(code, str):
             raise ConfigError(f"code must be a str, got {type(code).__name__}")
         self.sb = sb
@@ -300,11 +309,13 @@ class _Run:
         try:
             kwargs = b.validate(json.loads(data))
         except BindingArgumentError as exc:
-            return self._answer(call_id, _RESOLVE_BAD_ARGS, str(exc).encode(), b, data,
-                                "invalid_args")
+            return self._answer(
+                call_id, _RESOLVE_BAD_ARGS, str(exc).encode(), b, data, "invalid_args"
+            )
         except ValueError:
-            return self._answer(call_id, _RESOLVE_BAD_ARGS, b"arguments are not JSON", b, data,
-                                "invalid_args")
+            return self._answer(
+                call_id, _RESOLVE_BAD_ARGS, b"arguments are not JSON", b, data, "invalid_args"
+            )
         call = _Call(call_id, b, data, kwargs, time.monotonic())
         if not b.is_async and self.sb._is_fast(b) and not self.sb.policy.needs_approval(b):
             t0 = time.perf_counter()
@@ -323,8 +334,15 @@ class _Run:
         self.new_calls.append(call)
         return 0
 
-    def _answer(self, call_id: int, status: int, payload: bytes, b: Binding | None,
-                data: bytes, decision: str) -> int:
+    def _answer(
+        self,
+        call_id: int,
+        status: int,
+        payload: bytes,
+        b: Binding | None,
+        data: bytes,
+        decision: str,
+    ) -> int:
         self._audit_call(b, data, decision, decision, 0.0, 0)
         return self._deliver(call_id, status, payload, inline=True)
 
@@ -362,8 +380,9 @@ class _Run:
         b = call.binding
         if not self.sb.policy.needs_approval(b) or b.name in self.sb._session_approved:
             return None
-        return ApprovalRequest(b.name, b.description, b.effects, dict(call.kwargs),
-                               self.code_sha256)
+        return ApprovalRequest(
+            b.name, b.description, b.effects, dict(call.kwargs), self.code_sha256
+        )
 
     def _apply_answer(self, call: _Call, answer: Any) -> None:
         if answer is True or answer == Approval.ALLOW_ONCE:
@@ -384,8 +403,9 @@ class _Run:
         return {
             "stop": tenacity.stop_after_attempt(pol.retry_attempts)
             | tenacity.stop_after_delay(max(0.0, self.deadline - time.monotonic())),
-            "wait": tenacity.wait_exponential(multiplier=pol.retry_backoff_s,
-                                              max=pol.retry_max_backoff_s),
+            "wait": tenacity.wait_exponential(
+                multiplier=pol.retry_backoff_s, max=pol.retry_max_backoff_s
+            ),
             "retry": tenacity.retry_if_exception_type(TransientError),
             "reraise": True,
         }
@@ -447,8 +467,9 @@ class _Run:
             return
         self._finish_call(call, None, value, inline=False)
 
-    def _finish_call(self, call: _Call, exc: BaseException | None, value: Any, *,
-                     inline: bool) -> int:
+    def _finish_call(
+        self, call: _Call, exc: BaseException | None, value: Any, *, inline: bool
+    ) -> int:
         """Turn a call's result or exception into the guest's answer, and audit it."""
         elapsed = (time.monotonic() - call.started) * 1000
         if isinstance(exc, _Denied):
@@ -464,8 +485,10 @@ class _Run:
                 payload = f"the tool returned a value that is not JSON data: {err}".encode()
                 status, outcome = _RESOLVE_FAILED, "failed"
             if status == _RESOLVE_OK and len(payload) > self.limits.max_result_bytes:
-                payload = (f"the tool's result ({len(payload)} bytes) is larger than the "
-                           f"{self.limits.max_result_bytes}-byte limit").encode()
+                payload = (
+                    f"the tool's result ({len(payload)} bytes) is larger than the "
+                    f"{self.limits.max_result_bytes}-byte limit"
+                ).encode()
                 status, outcome = _RESOLVE_TOO_LARGE, "too_large"
         self._audit_call(call.binding, call.data, call.decision, outcome, elapsed, call.attempts)
         return self._deliver(call.call_id, status, payload, inline=inline)
@@ -480,12 +503,20 @@ class _Run:
         for fut, call in self.running.items():
             fut.cancel()
             elapsed = (time.monotonic() - call.started) * 1000
-            self._audit_call(call.binding, call.data, call.decision, "abandoned", elapsed,
-                             call.attempts)
+            self._audit_call(
+                call.binding, call.data, call.decision, "abandoned", elapsed, call.attempts
+            )
         self.running.clear()
 
-    def _audit_call(self, b: Binding | None, data: bytes, decision: str, outcome: str,
-                    duration_ms: float, attempts: int) -> None:
+    def _audit_call(
+        self,
+        b: Binding | None,
+        data: bytes,
+        decision: str,
+        outcome: str,
+        duration_ms: float,
+        attempts: int,
+    ) -> None:
         audit = self.sb.audit
         if audit is None:
             return
@@ -516,14 +547,16 @@ class _Run:
         """Run the script to its end; audit the run when an audit log is set."""
         result = self._execute()
         if self.sb.audit is not None:
-            self.sb.audit.emit({
-                "event": "run",
-                "code_sha256": self.code_sha256,
-                "outcome": "ok" if result.error is None else result.error.kind,
-                "duration_ms": round(result.stats.duration_ms, 3),
-                "binding_calls": result.stats.binding_calls,
-                "memory_bytes": result.stats.memory_bytes,
-            })
+            self.sb.audit.emit(
+                {
+                    "event": "run",
+                    "code_sha256": self.code_sha256,
+                    "outcome": "ok" if result.error is None else result.error.kind,
+                    "duration_ms": round(result.stats.duration_ms, 3),
+                    "binding_calls": result.stats.binding_calls,
+                    "memory_bytes": result.stats.memory_bytes,
+                }
+            )
         return result
 
     def _execute(self) -> RunResult:
@@ -543,8 +576,9 @@ class _Run:
                     if lim.fuel is not None:
                         guest.set_fuel(lim.fuel)
                 else:
-                    guest = Guest(self.sb._image, memory_limit_bytes=_store_limit(lim),
-                                  fuel=lim.fuel)
+                    guest = Guest(
+                        self.sb._image, memory_limit_bytes=_store_limit(lim), fuel=lim.fuel
+                    )
             except GuestTrap as exc:
                 return self._failure(exc.kind, exc.message, t0)
             with self._cancel_lock:
@@ -580,8 +614,9 @@ class _Run:
                     result = self._timeout(t0)
                     return result
                 if self.running:
-                    done, _ = cf.wait(list(self.running), timeout=max(0.0, wait_s),
-                                      return_when=cf.FIRST_COMPLETED)
+                    done, _ = cf.wait(
+                        list(self.running), timeout=max(0.0, wait_s), return_when=cf.FIRST_COMPLETED
+                    )
                     for fut in done:
                         self._collect(fut)
                     if done:
@@ -609,16 +644,20 @@ class _Run:
                 if self.session is None:
                     if self.guest is not None:
                         self.guest.close()
-                elif result is None or (result.error is not None
-                                        and result.error.kind in _RESTORE_KINDS):
+                elif result is None or (
+                    result.error is not None and result.error.kind in _RESTORE_KINDS
+                ):
                     # a limit stopped the script somewhere in the middle: put the session
                     # back as it was before this run, in a clean instance
                     assert checkpoint is not None
                     self.session._reload(*checkpoint)
                     if result is not None and result.error is not None:
-                        err = result.error.model_copy(update={
-                            "message": result.error.message + " (the session was restored "
-                                       "to its state before this run)"})
+                        err = result.error.model_copy(
+                            update={
+                                "message": result.error.message + " (the session was restored "
+                                "to its state before this run)"
+                            }
+                        )
                         object.__setattr__(result, "error", err)
 
     def _trap_message(self, exc: GuestTrap) -> str:
@@ -645,10 +684,17 @@ class _Run:
     def _failure(self, kind: ErrorKind, message: str, t0: float) -> RunResult:
         # model_construct throughout: our own typed values, and validating would build
         # pydantic's schemas on the first failing run (~20 ms after a deadline)
-        err = RunError.model_construct(kind=kind, name=_TRAP_NAMES.get(kind, "Error"),
-                                       message=message, stack=None, line=None, column=None)
-        return RunResult.model_construct(ok=False, value=None, logs=self.logs, error=err,
-                                         stats=self._stats(t0))
+        err = RunError.model_construct(
+            kind=kind,
+            name=_TRAP_NAMES.get(kind, "Error"),
+            message=message,
+            stack=None,
+            line=None,
+            column=None,
+        )
+        return RunResult.model_construct(
+            ok=False, value=None, logs=self.logs, error=err, stats=self._stats(t0)
+        )
 
     def _timeout(self, t0: float) -> RunResult:
         return self._failure(
@@ -677,10 +723,10 @@ class _Run:
             message = f"the script ran longer than its {self.limits.timeout_s:g} s time limit"
         err = RunError.from_js(kind, name, message, stack)
         if err.line is not None and err.column is not None:
-            err = err.model_copy(update={"column": _char_column(self.code, err.line,
-                                                                 err.column)})
-        return RunResult.model_construct(ok=False, value=None, logs=self.logs, error=err,
-                                         stats=self._stats(t0, out))
+            err = err.model_copy(update={"column": _char_column(self.code, err.line, err.column)})
+        return RunResult.model_construct(
+            ok=False, value=None, logs=self.logs, error=err, stats=self._stats(t0, out)
+        )
 
 
 # ---------------------------------------------------------------- sessions
@@ -701,8 +747,9 @@ class Session:
     dropped when the next run starts.
     """
 
-    def __init__(self, sb: Sandbox,
-                 memory: tuple[int, list[tuple[int, bytes]]] | None = None) -> None:
+    def __init__(
+        self, sb: Sandbox, memory: tuple[int, list[tuple[int, bytes]]] | None = None
+    ) -> None:
         self._sb = sb
         self._lock = threading.Lock()
         self._closed = False
@@ -777,12 +824,14 @@ class Session:
             size = len(view) + _STACK_BYTES
             payload = _snapshot.encode(view, self._sb._base_memory())
             view.release()
-        header = json.dumps({
-            "format": _SNAPSHOT_VERSION,
-            "guest_sha256": self._sb._image.guest_sha256,
-            "bindings": [b.name for b in self._sb._bindings],
-            "memory_bytes": size,
-        }).encode()
+        header = json.dumps(
+            {
+                "format": _SNAPSHOT_VERSION,
+                "guest_sha256": self._sb._image.guest_sha256,
+                "bindings": [b.name for b in self._sb._bindings],
+                "memory_bytes": size,
+            }
+        ).encode()
         return _SNAPSHOT_MAGIC + len(header).to_bytes(4, "little") + header + payload
 
     def close(self) -> None:
@@ -806,26 +855,31 @@ def _parse_snapshot(sb: Sandbox, data: bytes) -> tuple[int, list[tuple[int, byte
     m = len(_SNAPSHOT_MAGIC)
     if data[:m] != _SNAPSHOT_MAGIC or len(data) < m + 4:
         raise SnapshotError("these bytes are not a ClamBot snapshot")
-    hlen = int.from_bytes(data[m:m + 4], "little")
+    hlen = int.from_bytes(data[m : m + 4], "little")
     try:
-        header = json.loads(data[m + 4:m + 4 + hlen])
+        header = json.loads(data[m + 4 : m + 4 + hlen])
         fmt, guest, names = header["format"], header["guest_sha256"], header["bindings"]
         size = int(header["memory_bytes"])
     except (ValueError, KeyError, TypeError):
         raise SnapshotError("the snapshot's header is damaged") from None
     if fmt != _SNAPSHOT_VERSION:
-        raise SnapshotError(f"snapshot format {fmt} is not supported (this version reads "
-                            f"{_SNAPSHOT_VERSION})")
+        raise SnapshotError(
+            f"snapshot format {fmt} is not supported (this version reads {_SNAPSHOT_VERSION})"
+        )
     if guest != sb._image.guest_sha256:
-        raise SnapshotError("the snapshot was made by another build of the guest "
-                            f"({str(guest)[:12]}, this one is {sb._image.guest_sha256[:12]}); "
-                            "it cannot be loaded")
+        raise SnapshotError(
+            "the snapshot was made by another build of the guest "
+            f"({str(guest)[:12]}, this one is {sb._image.guest_sha256[:12]}); "
+            "it cannot be loaded"
+        )
     if names != [b.name for b in sb._bindings]:
-        raise SnapshotError(f"the snapshot was made with the bindings {names}; this sandbox "
-                            f"grants {[b.name for b in sb._bindings]}")
+        raise SnapshotError(
+            f"the snapshot was made with the bindings {names}; this sandbox "
+            f"grants {[b.name for b in sb._bindings]}"
+        )
     from . import _snapshot
 
     try:
-        return size, _snapshot.decode(data[m + 4 + hlen:], size - _STACK_BYTES)
+        return size, _snapshot.decode(data[m + 4 + hlen :], size - _STACK_BYTES)
     except ValueError as exc:
         raise SnapshotError(f"the snapshot's data is {exc}") from None

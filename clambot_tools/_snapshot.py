@@ -41,7 +41,7 @@ def _compress(data: bytes | bytearray) -> bytes:
 
 
 def _pack(raw: bytes | bytearray) -> bytes:
-    parts = [raw] if len(raw) <= _SPLIT_ABOVE else [raw[: len(raw) // 2], raw[len(raw) // 2:]]
+    parts = [raw] if len(raw) <= _SPLIT_ABOVE else [raw[: len(raw) // 2], raw[len(raw) // 2 :]]
     packed = _map(_compress, parts)
     head = len(packed).to_bytes(4, "little") + b"".join(
         len(p).to_bytes(4, "little") for p in packed
@@ -55,10 +55,10 @@ def _unpack(payload: bytes) -> bytes:
     count = int.from_bytes(payload[:4], "little")
     if not 1 <= count <= 16 or len(payload) < 4 + 4 * count:
         raise ValueError("damaged: bad part table")
-    sizes = [int.from_bytes(payload[4 + 4 * k:8 + 4 * k], "little") for k in range(count)]
+    sizes = [int.from_bytes(payload[4 + 4 * k : 8 + 4 * k], "little") for k in range(count)]
     parts, pos = [], 4 + 4 * count
     for n in sizes:
-        parts.append(payload[pos:pos + n])
+        parts.append(payload[pos : pos + n])
         pos += n
     if pos != len(payload):
         raise ValueError("damaged: parts do not add up")
@@ -76,8 +76,8 @@ def encode(memory: bytes | memoryview, base: bytes) -> bytes:
     n = len(mv)
     for i in range((n + PAGE - 1) // PAGE):
         lo = i * PAGE
-        page = mv[lo:lo + PAGE]
-        if lo + len(page) <= len(base) and page == bv[lo:lo + len(page)]:
+        page = mv[lo : lo + PAGE]
+        if lo + len(page) <= len(base) and page == bv[lo : lo + len(page)]:
             continue
         indices.append(i)
         pages += page
@@ -95,7 +95,7 @@ def decode(payload: bytes, length: int) -> list[tuple[int, bytes]]:
     body = 4 + 4 * count
     if len(raw) < body:
         raise ValueError("damaged: truncated index")
-    indices = [int.from_bytes(raw[4 + 4 * k:8 + 4 * k], "little") for k in range(count)]
+    indices = [int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "little") for k in range(count)]
     regions: list[tuple[int, bytes]] = []
     pos = body
     start = -1
@@ -111,7 +111,7 @@ def decode(payload: bytes, length: int) -> list[tuple[int, bytes]]:
             chunk = []
         if not chunk:
             start = lo
-        chunk.append(raw[pos:pos + size])
+        chunk.append(raw[pos : pos + size])
         pos += size
         prev = i
     if chunk:

@@ -26,9 +26,11 @@ def _terminal_approver(stdin: TextIO, stderr: TextIO) -> Approver:
         args = json.dumps(dict(req.args), ensure_ascii=False)
         if len(args) > 500:
             args = args[:500] + "..."
-        stderr.write(f"\nThe script wants to call tools.{req.binding} "
-                     f"({', '.join(req.effects)}) with {args}\n"
-                     "Allow? [y]es once / [a]lways this session / [N]o: ")
+        stderr.write(
+            f"\nThe script wants to call tools.{req.binding} "
+            f"({', '.join(req.effects)}) with {args}\n"
+            "Allow? [y]es once / [a]lways this session / [N]o: "
+        )
         stderr.flush()
         answer = stdin.readline().strip().lower()
         if answer in ("y", "yes"):
@@ -91,16 +93,23 @@ def _cmd_run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: Te
 def _cmd_check(args: argparse.Namespace, stdout: TextIO) -> int:
     sb = _sandbox_from(args.config, None)
     lim = sb.limits
-    stdout.write(f"{args.config}: OK\n"
-                 f"limits: timeout {lim.timeout_s:g} s, memory {lim.memory_mb} MiB, "
-                 f"logs {lim.max_log_bytes} B, result {lim.max_result_bytes} B\n"
-                 f"tools ({len(sb.bindings)}):\n")
+    stdout.write(
+        f"{args.config}: OK\n"
+        f"limits: timeout {lim.timeout_s:g} s, memory {lim.memory_mb} MiB, "
+        f"logs {lim.max_log_bytes} B, result {lim.max_result_bytes} B\n"
+        f"tools ({len(sb.bindings)}):\n"
+    )
     stdout.write(sb.describe_tools() + "\n")
     return 0
 
 
-def main(argv: list[str] | None = None, *, stdin: TextIO | None = None,
-         stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
     """Entry point of `clambot`; returns the exit status (0 ok, 1 script failed, 2 usage)."""
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     parser = argparse.ArgumentParser(prog="clambot", description=__doc__.split("\n\n")[0])

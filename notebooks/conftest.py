@@ -21,14 +21,20 @@ except ImportError:  # nbmake not installed: nothing to fix
 
 def _stopped_at(nb: Any) -> NotebookError | None:
     """The error of the last cell that ran (nbmake calls this only after a cell failed)."""
-    ran = [i for i, c in enumerate(nb.cells)
-           if c.cell_type == "code" and c.get("execution_count") is not None]
+    ran = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and c.get("execution_count") is not None
+    ]
     if not ran:
         return None
     i = ran[-1]
     cell = nb.cells[i]
-    stderr = "".join(o.get("text", "") for o in cell.get("outputs", [])
-                     if o.get("output_type") == "stream" and o.get("name") == "stderr")
+    stderr = "".join(
+        o.get("text", "")
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "stream" and o.get("name") == "stderr"
+    )
     lines = [line for line in stderr.splitlines() if line.strip()]
     summary = lines[-1] if lines else f"cell {i} failed without an error output"
     trace = f"{'-' * 75}\n{cell.source}\n{stderr}"

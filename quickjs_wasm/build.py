@@ -33,7 +33,8 @@ C_STACK_BYTES = 1024 * 1024
 HERE = Path(__file__).resolve().parent
 
 CFLAGS = [
-    "-target", "wasm32-wasi",
+    "-target",
+    "wasm32-wasi",
     "-mexec-model=reactor",
     "-O2",
     "-s",
@@ -74,9 +75,21 @@ def _download_from_pypi(dest: Path) -> None:
 def _download_with_pip(dest: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--no-build-isolation", "-d", tmp, f"quickjs-ng=={QUICKJS_NG_VERSION}"],
-            check=True, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "--no-build-isolation",
+                "-d",
+                tmp,
+                f"quickjs-ng=={QUICKJS_NG_VERSION}",
+            ],
+            check=True,
+            capture_output=True,
         )
         shutil.copy(Path(tmp) / SDIST_NAME, dest)
 
@@ -92,9 +105,10 @@ def fetch_sdist() -> Path:
         if _sha256(path) != SDIST_SHA256:
             raise RuntimeError(f"{path} does not have the pinned sha256 {SDIST_SHA256}")
         return path
-    cache = Path(os.environ.get("CLAMBOT_BUILD_CACHE")
-                 or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                 / "clambot-tools")
+    cache = Path(
+        os.environ.get("CLAMBOT_BUILD_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clambot-tools"
+    )
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / SDIST_NAME
     if path.exists() and _sha256(path) == SDIST_SHA256:
@@ -123,7 +137,7 @@ def extract_sources(sdist: Path, dest: Path) -> Path:
             name = member.name
             if not name.startswith(prefix) or not member.isfile():
                 continue
-            rel = name[len(prefix):]
+            rel = name[len(prefix) :]
             if "/" in rel or not rel.endswith((".c", ".h")):
                 continue
             src = tar.extractfile(member)
@@ -143,8 +157,18 @@ def build(output: Path) -> Path:
         guest = HERE / "guest.c"
         flags = [f.format(src=src, guest=HERE) for f in CFLAGS]
         tmp_out = Path(tmp) / "guest.wasm"
-        cmd = [sys.executable, "-m", "ziglang", "cc", *flags, f"-I{src}", "-o", str(tmp_out),
-               str(guest), *(str(src / s) for s in SOURCES if s != "quickjs.c")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ziglang",
+            "cc",
+            *flags,
+            f"-I{src}",
+            "-o",
+            str(tmp_out),
+            str(guest),
+            *(str(src / s) for s in SOURCES if s != "quickjs.c"),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"zig cc failed:\n{proc.stdout}\n{proc.stderr}")

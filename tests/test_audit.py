@@ -41,8 +41,7 @@ a.user
 
 def test_json_lines_file_records_runs_and_calls(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    sb = Sandbox(bindings=_bindings(), audit=path,
-                 policy=Policy(approve=lambda req: Approval.DENY))
+    sb = Sandbox(bindings=_bindings(), audit=path, policy=Policy(approve=lambda req: Approval.DENY))
     res = sb.run(CODE)
     assert res.value == "ann"
     text = path.read_text()

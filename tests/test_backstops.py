@@ -52,8 +52,9 @@ after = sb.run("1 + 1")
 print(json.dumps([res.error.kind, res.error.name, after.value]))
 """
     env = dict(os.environ, CLAMBOT_CACHE_DIR=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["stack", "StackOverflowError", 2]
 

@@ -225,8 +225,7 @@ def test_fast_sync_bindings_run_inline_and_keep_every_behaviour() -> None:
         "const b1 = (await tools.big()).length; const b2 = (await tools.big()).length;\n"
         "[s, all, err, bad, b1, b2]"
     )
-    assert res.value == [sum(range(1, 501)), [2, 3, 4], "negative", "TypeError", 200_000,
-                         200_000]
+    assert res.value == [sum(range(1, 501)), [2, 3, 4], "negative", "TypeError", 200_000, 200_000]
     assert calls == 504
     assert sb._timing["inc"] < 100e-6  # it did qualify for the inline path
 

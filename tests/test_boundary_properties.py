@@ -15,14 +15,16 @@ json_scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: f != 0 or
-                                                              math.copysign(1, f) > 0)
+    | st.floats(allow_nan=False, allow_infinity=False).filter(
+        lambda f: f != 0 or math.copysign(1, f) > 0
+    )
     | st.text(max_size=20)
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner,
-                                                                  max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -32,8 +34,7 @@ def _echo(**args: Any) -> Any:
 
 
 SB = Sandbox(bindings=[binding(_echo, name="echo")], limits=Limits(timeout_s=5))
-SETTINGS = settings(max_examples=120, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -75,13 +76,32 @@ def test_python_value_reaches_js_unchanged(value: Any) -> None:
     assert res.value is True
 
 
-NON_JSON_JS = st.sampled_from([
-    "undefined", "NaN", "-0", "1n << 70n", "Symbol('s')", "() => 1", "new Map([[{}, 1]])",
-    "new Set([NaN])", "new Proxy({}, {ownKeys() { throw 1 }})", "Promise.resolve(1)",
-    "new Date(NaN)", "new Uint8Array(3)", "new WeakMap()", "Object.create(null)",
-    "(() => { const o = {}; o.o = o; return o })()", "new Error('e')", "globalThis",
-    "{ get x() { throw new Error('g') } }", "[,,1]", "'\\ud800'", "tools", "console",
-])
+NON_JSON_JS = st.sampled_from(
+    [
+        "undefined",
+        "NaN",
+        "-0",
+        "1n << 70n",
+        "Symbol('s')",
+        "() => 1",
+        "new Map([[{}, 1]])",
+        "new Set([NaN])",
+        "new Proxy({}, {ownKeys() { throw 1 }})",
+        "Promise.resolve(1)",
+        "new Date(NaN)",
+        "new Uint8Array(3)",
+        "new WeakMap()",
+        "Object.create(null)",
+        "(() => { const o = {}; o.o = o; return o })()",
+        "new Error('e')",
+        "globalThis",
+        "{ get x() { throw new Error('g') } }",
+        "[,,1]",
+        "'\\ud800'",
+        "tools",
+        "console",
+    ]
+)
 
 
 @SETTINGS

@@ -14,7 +14,9 @@ def test_rebuilding_the_guest_gives_the_installed_bytes(tmp_path: Path) -> None:
     out = tmp_path / "guest.wasm"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "quickjs_wasm" / "build.py"), str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     installed = ROOT / "clambot_tools" / "_guest.wasm"

@@ -80,8 +80,10 @@ def test_concurrent_processes_share_the_cache(tmp_path: Path) -> None:
 
     code = "from clambot_tools import Sandbox; print(Sandbox().run('6*7').value)"
     env = dict(os.environ, CLAMBOT_CACHE_DIR=str(tmp_path))
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                              env=env) for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=180)[0].strip() for p in procs]
     assert outs == ["42"] * 3
     assert not list(tmp_path.glob(".tmp-*"))  # no half-written files left behind

@@ -75,12 +75,12 @@ def test_write_bindings_ask_on_a_terminal_and_yes_approves(tmp_path: Path) -> No
     cfg.write_text('[files]\nroot = "data"\nwrite = true\n')
     script = tmp_path / "w.js"
     script.write_text("await tools.fs_write_text({path: 'out.txt', text: 'hello'}); 'ok'")
-    code, out, err = _run(["run", str(script), "--config", str(cfg), "--json"], stdin="n\n",
-                          tty=True)
+    code, out, err = _run(
+        ["run", str(script), "--config", str(cfg), "--json"], stdin="n\n", tty=True
+    )
     assert code == 1 and "fs_write_text" in err and not (root / "out.txt").exists()
     assert json.loads(out)["error"]["kind"] == "binding_denied"
-    code, out, _ = _run(["run", str(script), "--config", str(cfg), "--json"], stdin="y\n",
-                        tty=True)
+    code, out, _ = _run(["run", str(script), "--config", str(cfg), "--json"], stdin="y\n", tty=True)
     assert code == 0 and (root / "out.txt").read_text() == "hello"
     (root / "out.txt").unlink()
     code, _, _ = _run(["run", str(script), "--config", str(cfg), "--yes"])
@@ -89,8 +89,9 @@ def test_write_bindings_ask_on_a_terminal_and_yes_approves(tmp_path: Path) -> No
 
 def test_console_script_is_installed() -> None:
     exe = Path(sys.executable).with_name("clambot")
-    proc = subprocess.run([str(exe), "run", "-"], input="6 * 7", capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), "run", "-"], input="6 * 7", capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["value"] == 42
 

@@ -65,8 +65,9 @@ def assert_only_our_markup(out: str) -> str:
     return "".join(p.text)
 
 
-def result(value: object = None, *, logs: list[LogEntry] | None = None,
-           error: RunError | None = None) -> RunResult:
+def result(
+    value: object = None, *, logs: list[LogEntry] | None = None, error: RunError | None = None
+) -> RunResult:
     return RunResult(ok=error is None, value=value, logs=logs or [], error=error, stats=STATS)
 
 
@@ -112,8 +113,10 @@ def test_an_undisplayable_value_falls_back_to_repr() -> None:
 
 
 def test_logs_show_their_levels_in_order() -> None:
-    logs = [LogEntry(level=lvl, message=f"m-{lvl}")  # type: ignore[arg-type]
-            for lvl in ("log", "info", "warn", "error", "debug")]
+    logs = [
+        LogEntry(level=lvl, message=f"m-{lvl}")  # type: ignore[arg-type]
+        for lvl in ("log", "info", "warn", "error", "debug")
+    ]
     res = result(1, logs=logs)
     text = run_result_text(res)
     order = [text.index(f"[{lvl}]".ljust(8) + f"m-{lvl}") for lvl in ("log", "warn", "debug")]
@@ -149,8 +152,14 @@ def test_a_long_log_message_is_capped() -> None:
 
 
 def test_error_shows_kind_name_message_and_where() -> None:
-    err = RunError(kind="runtime", name="TypeError", message="x is undefined", line=2, column=3,
-                   stack="    at <eval> (script.js:2:3)\n")
+    err = RunError(
+        kind="runtime",
+        name="TypeError",
+        message="x is undefined",
+        line=2,
+        column=3,
+        stack="    at <eval> (script.js:2:3)\n",
+    )
     res = result(error=err)
     for render in (run_result_html, run_result_markdown, run_result_text):
         out = render(res)
@@ -177,8 +186,14 @@ def test_without_code_or_line_there_is_no_frame() -> None:
     mem = RunError(kind="memory", name="MemoryLimitError", message="too much")
     assert "|" not in run_result_text(result(error=mem), "let a = [];")
     # a limit's position is where the script was stopped: no frame, no "at line"
-    spin = RunError(kind="timeout", name="InternalError", message="too long", line=1, column=1,
-                    stack="    at <eval> (script.js:1:1)\n")
+    spin = RunError(
+        kind="timeout",
+        name="InternalError",
+        message="too long",
+        line=1,
+        column=1,
+        stack="    at <eval> (script.js:1:1)\n",
+    )
     text = run_result_text(result(error=spin), "while (true) {}")
     assert "|" not in text and "line 1" not in text
     assert "script.js:1:1" in run_result_html(result(error=spin), "while (true) {}")  # stack
@@ -219,7 +234,7 @@ def test_a_long_line_is_windowed_around_the_column() -> None:
     assert frame is not None
     shown = frame.lines[-1][1]
     assert len(shown) < 200 and shown.startswith("…") and shown.endswith("…")
-    assert shown[len(frame.marker) - 1:].startswith("BOOM")
+    assert shown[len(frame.marker) - 1 :].startswith("BOOM")
 
 
 def test_frames_of_real_errors() -> None:
@@ -253,8 +268,14 @@ def test_stats_are_shown() -> None:
 @pytest.mark.parametrize("payload", HOSTILE)
 def test_html_escapes_everything_the_script_controls(payload: str) -> None:
     code = f"// {payload}\nboom()"
-    err = RunError(kind="runtime", name=payload, message=payload, line=2, column=1,
-                   stack=f"    at {payload} (script.js:2:1)\n")
+    err = RunError(
+        kind="runtime",
+        name=payload,
+        message=payload,
+        line=2,
+        column=1,
+        stack=f"    at {payload} (script.js:2:1)\n",
+    )
     for res in (
         result({payload: [payload]}, logs=[LogEntry(level="warn", message=payload)]),
         result(error=err, logs=[LogEntry(level="log", message=payload)]),
@@ -294,7 +315,7 @@ def _fences(md: str) -> list[tuple[str, str]]:
             j = i + 1
             while not re.fullmatch(f"`{{{len(fence)},}}\\s*", lines[j]):
                 j += 1
-            blocks.append((fence, "\n".join(lines[i + 1:j])))
+            blocks.append((fence, "\n".join(lines[i + 1 : j])))
             i = j + 1
         else:
             i += 1
@@ -343,8 +364,7 @@ def test_invisible_and_control_characters_are_made_visible() -> None:
 @settings(max_examples=150, deadline=None)
 @given(st.text(max_size=60), st.text(max_size=60))
 def test_any_text_stays_text(a: str, b: str) -> None:
-    err = RunError(kind="runtime", name=a, message=b, line=1, column=len(a) + 1,
-                   stack=f"at {a}")
+    err = RunError(kind="runtime", name=a, message=b, line=1, column=len(a) + 1, stack=f"at {a}")
     res = result(error=err, logs=[LogEntry(level="error", message=a + b)])
     assert_only_our_markup(run_result_html(res, a + "\n" + b))
     ok = result({a: b}, logs=[LogEntry(level="log", message=b)])

@@ -102,9 +102,10 @@ def test_core_import_never_pulls_in_agent_frameworks() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, clambot_tools; "
-            "print([m for m in sys.modules if m.split('.')[0] in "
-            "('langchain', 'langchain_core', 'langgraph', 'llama_index', 'IPython')])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys, clambot_tools; "
+        "print([m for m in sys.modules if m.split('.')[0] in "
+        "('langchain', 'langchain_core', 'langgraph', 'llama_index', 'IPython')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr

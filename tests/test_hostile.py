@@ -1,4 +1,5 @@
-"""Every case of ../shared/hostile/sample.json, judged as its README says.
+"""Every case of tests/hostile/sample.json (the shared hostile corpus, kept in the
+repository), judged as its README (tests/hostile/README.md) says.
 
 For each case: the four standard bindings are granted and only `bindings_needed` is
 allowed; canaries are planted in the environment and in /tmp; the run happens under an
@@ -18,8 +19,7 @@ import pytest
 
 from clambot_tools import Limits, Policy, RunResult, Sandbox, binding
 
-ROOT = Path(__file__).resolve().parents[1]
-HOSTILE = Path(os.environ.get("CLAMBOT_HOSTILE_DIR", ROOT.parent / "shared" / "hostile"))
+HOSTILE = Path(os.environ.get("CLAMBOT_HOSTILE_DIR", Path(__file__).resolve().parent / "hostile"))
 CASES: list[dict[str, Any]] = json.loads((HOSTILE / "sample.json").read_text())
 LIMITS = Limits(timeout_s=2, memory_mb=64, max_log_bytes=1 << 20, max_result_bytes=1 << 20)
 WATCHDOG_S = 4 * LIMITS.timeout_s + 10
@@ -35,15 +35,6 @@ KIND_TO_OUTCOME = {
     "internal": "error:runtime",
     "binding_denied": "error:binding_denied",
     "binding_failed": "error:binding_failed",
-}
-
-# Deliberate divergences from the sample, each explained.
-KNOWN = {
-    "loop-promise-job-chain": (
-        "each turn of this promise chain keeps the previous promise alive (V8 and native "
-        "QuickJS-NG retain it too: ~0.1-1.2 KB per turn), so under a 64 MiB cap of *live* "
-        "memory the run ends with kind 'memory' after ~0.3 s, before the 2 s deadline"
-    ),
 }
 
 secret_calls: list[Any] = []
@@ -109,23 +100,15 @@ def canaries(monkeypatch: pytest.MonkeyPatch) -> Any:
     assert CANARY_FILE.read_text() == CANARY_FILE_TEXT
 
 
-def _params() -> list[Any]:
-    out = []
-    for case in CASES:
-        marks = []
-        if case["id"] in KNOWN:
-            marks.append(pytest.mark.xfail(reason=KNOWN[case["id"]], strict=True))
-        out.append(pytest.param(case, id=case["id"], marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"]) for c in CASES])
 def test_hostile_case(case: dict[str, Any]) -> None:
     sb = Sandbox(limits=LIMITS, bindings=BINDINGS, policy=Policy(allow=case["bindings_needed"]))
     res = _run_with_watchdog(sb, case["code"])
 
-    text = json.dumps([res.value, [e.message for e in res.logs],
-                       res.error.model_dump() if res.error else None], default=str)
+    text = json.dumps(
+        [res.value, [e.message for e in res.logs], res.error.model_dump() if res.error else None],
+        default=str,
+    )
     for secret in (CANARY_ENV, CANARY_FILE_TEXT, "root:x:0:0"):
         assert secret not in text
     assert secret_calls == [], "secret_admin ran"
@@ -147,6 +130,13 @@ def test_hostile_case(case: dict[str, Any]) -> None:
 def test_sample_is_the_one_we_expect() -> None:
     assert len(CASES) >= 60
     assert {c["category"] for c in CASES} >= {
-        "infinite_loop", "memory_bomb", "stack_exhaustion", "output_flood", "syntax_unicode",
-        "host_escape", "binding_abuse", "result_marshalling", "benign_control",
+        "infinite_loop",
+        "memory_bomb",
+        "stack_exhaustion",
+        "output_flood",
+        "syntax_unicode",
+        "host_escape",
+        "binding_abuse",
+        "result_marshalling",
+        "benign_control",
     }

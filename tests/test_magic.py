@@ -86,8 +86,9 @@ def test_var_stores_the_run_result(shell: InteractiveShell, ns: dict[str, Any]) 
     assert isinstance(out, RunResult) and out.ok and out.value == {"answer": 42}
 
 
-def test_error_shows_the_failing_line_of_the_cell(shell: InteractiveShell,
-                                                  ns: dict[str, Any]) -> None:
+def test_error_shows_the_failing_line_of_the_cell(
+    shell: InteractiveShell, ns: dict[str, Any]
+) -> None:
     res, cap = run(shell, "--var r", "const a = 1;\nconst b = a +;\n")
     assert res.success  # a failing script is a result, not an exception of the cell
     assert ns["r"].error.kind == "syntax"
@@ -128,8 +129,9 @@ def test_timeout_and_memory_options_apply(shell: InteractiveShell, ns: dict[str,
     assert ns["r"].error.kind == "memory" and "8 MiB" in ns["r"].error.message
 
 
-def test_sandbox_option_uses_the_notebooks_sandbox(shell: InteractiveShell,
-                                                   ns: dict[str, Any]) -> None:
+def test_sandbox_option_uses_the_notebooks_sandbox(
+    shell: InteractiveShell, ns: dict[str, Any]
+) -> None:
     @binding(effects=("write",))
     def delete_everything() -> str:
         raise AssertionError("must not be called")
@@ -141,8 +143,9 @@ def test_sandbox_option_uses_the_notebooks_sandbox(shell: InteractiveShell,
     assert "binding_denied" in shown(cap)
 
 
-def test_sandbox_option_takes_a_session_whose_globals_persist(shell: InteractiveShell,
-                                                               ns: dict[str, Any]) -> None:
+def test_sandbox_option_takes_a_session_whose_globals_persist(
+    shell: InteractiveShell, ns: dict[str, Any]
+) -> None:
     ns["repl"] = Sandbox().session()
     run(shell, "--sandbox repl", "let counter = 40;\nfunction bump(n) { return counter += n; }")
     run(shell, "--sandbox repl --var r", "bump(2)")
@@ -169,8 +172,9 @@ def test_sandbox_option_takes_a_session_whose_globals_persist(shell: Interactive
         ("'unclosed", "No closing quotation"),
     ],
 )
-def test_a_bad_line_is_a_usage_error(shell: InteractiveShell, ns: dict[str, Any], line: str,
-                                     message: str) -> None:
+def test_a_bad_line_is_a_usage_error(
+    shell: InteractiveShell, ns: dict[str, Any], line: str, message: str
+) -> None:
     ns["not_callable"] = 5
     ns["dup"] = lambda: 1
     res, cap = run(shell, f"--var r {line}", "1")
@@ -202,8 +206,10 @@ def test_shown_run_result_renders_with_its_code() -> None:
     assert "> 2 | null.x" in shown_res._repr_markdown_()
 
 
-@pytest.mark.skipif(not hasattr(clambot_tools, "load_ipython_extension"),
-                    reason="clambot_tools.load_ipython_extension not wired yet")
+@pytest.mark.skipif(
+    not hasattr(clambot_tools, "load_ipython_extension"),
+    reason="clambot_tools.load_ipython_extension not wired yet",
+)
 def test_load_ext_registers_the_magic(shell: InteractiveShell, ns: dict[str, Any]) -> None:
     shell.run_line_magic("load_ext", "clambot_tools")
     assert shell.find_cell_magic("js_sandbox") is not None

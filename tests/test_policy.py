@@ -106,8 +106,9 @@ def test_approval_time_counts_against_the_deadline() -> None:
         time.sleep(1.0)
         return True
 
-    sb = Sandbox(bindings=[_writer(saved)], policy=Policy(approve=slow_human),
-                 limits=Limits(timeout_s=0.3))
+    sb = Sandbox(
+        bindings=[_writer(saved)], policy=Policy(approve=slow_human), limits=Limits(timeout_s=0.3)
+    )
     res = sb.run("await tools.save({text: 'late'})")
     assert res.error is not None and res.error.kind == "timeout"
 
@@ -161,8 +162,11 @@ def test_retries_stop_at_the_run_deadline() -> None:
         calls += 1
         raise TransientError("busy")
 
-    sb = Sandbox(bindings=[busy], limits=Limits(timeout_s=0.4),
-                 policy=Policy(retry_attempts=1000, retry_backoff_s=0.05, retry_max_backoff_s=0.1))
+    sb = Sandbox(
+        bindings=[busy],
+        limits=Limits(timeout_s=0.4),
+        policy=Policy(retry_attempts=1000, retry_backoff_s=0.05, retry_max_backoff_s=0.1),
+    )
     t0 = time.monotonic()
     res = sb.run("await tools.busy()")
     assert res.error is not None and res.error.kind in ("timeout", "binding_failed")
@@ -172,8 +176,13 @@ def test_retries_stop_at_the_run_deadline() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(deny_effects=["teleport"]), dict(max_calls=-1), dict(retry_attempts=0),
-     dict(allow="one"), dict(approve=42)],
+    [
+        dict(deny_effects=["teleport"]),
+        dict(max_calls=-1),
+        dict(retry_attempts=0),
+        dict(allow="one"),
+        dict(approve=42),
+    ],
 )
 def test_invalid_policies_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):

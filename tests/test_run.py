@@ -44,9 +44,7 @@ def test_each_run_starts_clean(sandbox: Sandbox) -> None:
         "Object.prototype.polluted = true; JSON.parse = () => 'hacked'; 'set'"
     )
     assert first.value == "set"
-    second = sandbox.run(
-        "[typeof leak, typeof v, typeof [].evil, ({}).polluted, JSON.parse('1')]"
-    )
+    second = sandbox.run("[typeof leak, typeof v, typeof [].evil, ({}).polluted, JSON.parse('1')]")
     assert second.value == ["undefined", "undefined", "undefined", None, 1]
 
 

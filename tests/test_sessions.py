@@ -65,8 +65,9 @@ def test_timers_do_not_leak_into_the_next_run(sb: Sandbox) -> None:
 def test_session_runs_from_many_threads_are_serialised(sb: Sandbox) -> None:
     with sb.session() as s:
         s.run("let n = 0")
-        threads = [threading.Thread(target=lambda: [s.run("n++") for _ in range(50)])
-                   for _ in range(4)]
+        threads = [
+            threading.Thread(target=lambda: [s.run("n++") for _ in range(50)]) for _ in range(4)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -85,13 +86,19 @@ def test_closed_session_refuses_runs(sb: Sandbox) -> None:
 
 def test_snapshot_restores_the_whole_state(sb: Sandbox) -> None:
     with sb.session() as s:
-        s.run("let data = Array.from({length: 1000}, (_, i) => ({i}));\n"
-              "class P { hi() { return 'hi' } }\nglobalThis.p = new P()")
+        s.run(
+            "let data = Array.from({length: 1000}, (_, i) => ({i}));\n"
+            "class P { hi() { return 'hi' } }\nglobalThis.p = new P()"
+        )
         snap = s.snapshot()
     assert isinstance(snap, bytes) and len(snap) < 2_000_000
     with sb.restore(snap) as again:
         assert again.run("[data.length, data[999].i, p.hi(), p instanceof P]").value == [
-            1000, 999, "hi", True]
+            1000,
+            999,
+            "hi",
+            True,
+        ]
         assert again.run("await tools.double({n: data.length})").value == 2000
 
 
@@ -108,8 +115,9 @@ sb = Sandbox(bindings=[double], limits=Limits(timeout_s=0.5, memory_mb=32))
 with sb.restore(sys.stdin.buffer.read()) as s:
     print(__import__('json').dumps(s.run('count += 1; [note, count]').value))
 """
-    proc = subprocess.run([sys.executable, "-c", code], input=snap, capture_output=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input=snap, capture_output=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert json.loads(proc.stdout) == ["from the parent", 42]
 
@@ -121,15 +129,15 @@ def test_foreign_or_damaged_snapshots_are_refused(sb: Sandbox) -> None:
     with pytest.raises(SnapshotError, match="not a ClamBot snapshot"):
         sb.restore(b"hello")
     m = len(b"CLAMBOT-SNAPSHOT\n")
-    hlen = int.from_bytes(snap[m:m + 4], "little")
-    header = json.loads(snap[m + 4:m + 4 + hlen])
+    hlen = int.from_bytes(snap[m : m + 4], "little")
+    header = json.loads(snap[m + 4 : m + 4 + hlen])
     for field, value, message in [
         ("guest_sha256", "0" * 64, "another build of the guest"),
         ("format", 99, "format 99"),
         ("bindings", ["other"], "bindings"),
     ]:
         forged = json.dumps({**header, field: value}).encode()
-        bad = snap[:m] + len(forged).to_bytes(4, "little") + forged + snap[m + 4 + hlen:]
+        bad = snap[:m] + len(forged).to_bytes(4, "little") + forged + snap[m + 4 + hlen :]
         with pytest.raises(SnapshotError, match=message):
             sb.restore(bad)
     with pytest.raises(SnapshotError, match="damaged"):
@@ -163,7 +171,7 @@ def test_snapshot_payload_round_trip_and_damage() -> None:
     payload = _snapshot.encode(bytes(memory), base)
     rebuilt = bytearray(base) + bytes(len(memory) - len(base))
     for offset, chunk in _snapshot.decode(payload, len(memory)):
-        rebuilt[offset:offset + len(chunk)] = chunk
+        rebuilt[offset : offset + len(chunk)] = chunk
     assert rebuilt == memory
     with pytest.raises(ValueError):
         _snapshot.decode(payload[:-3], len(memory))

@@ -56,8 +56,10 @@ def test_read_list_and_stat(tree: Path) -> None:
     assert sb.run("await tools.fs_read_text({path: './sub//b.txt'})").value == "in sub"
     b64 = sb.run("await tools.fs_read_bytes({path: 'bin.dat'})").value
     assert base64.b64decode(b64) == bytes(range(256))
-    assert sb.run(
-        "await tools.fs_read_text({path: 'latin1.txt', encoding: 'latin-1'})").value == "café"
+    assert (
+        sb.run("await tools.fs_read_text({path: 'latin1.txt', encoding: 'latin-1'})").value
+        == "café"
+    )
 
     listing = sb.run("await tools.fs_list()").value
     assert listing["path"] == "." and listing["truncated"] is False
@@ -87,31 +89,37 @@ def test_symlinks_that_stay_inside_are_followed(tree: Path) -> None:
     assert res.value == ["in sub", "hello\n", "in sub", "hello\n", 3, "file"]
 
 
-@pytest.mark.parametrize("code", [
-    "await tools.fs_read_text({path: 'outside_link'})",
-    "await tools.fs_read_text({path: 'abs_outside'})",
-    "await tools.fs_read_text({path: 'outside_dir/secret.txt'})",
-    "await tools.fs_read_bytes({path: 'sub/up2/outside/secret.txt'})",
-    "await tools.fs_list({path: 'outside_dir'})",
-    "await tools.fs_stat({path: 'outside_link'})",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "await tools.fs_read_text({path: 'outside_link'})",
+        "await tools.fs_read_text({path: 'abs_outside'})",
+        "await tools.fs_read_text({path: 'outside_dir/secret.txt'})",
+        "await tools.fs_read_bytes({path: 'sub/up2/outside/secret.txt'})",
+        "await tools.fs_list({path: 'outside_dir'})",
+        "await tools.fs_stat({path: 'outside_link'})",
+    ],
+)
 def test_symlinks_leading_outside_are_refused(tree: Path, code: str) -> None:
     msg = failure(sandbox(tree).run(code), tree)
     assert "outside the files root" in msg
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/etc/passwd", "absolute path"),
-    (str(Path("/tmp")), "absolute path"),
-    ("../outside/secret.txt", "'..'"),
-    ("sub/../../outside/secret.txt", "'..'"),
-    ("a.txt\\u0000.png", "NUL"),
-    ("", "a path to a file is needed"),
-    ("missing.txt", "no such file or directory: 'missing.txt'"),
-    ("sub", "is a directory"),
-    ("a.txt/x", "not a directory"),
-    ("loop", "too many levels of symbolic links"),
-])
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/etc/passwd", "absolute path"),
+        (str(Path("/tmp")), "absolute path"),
+        ("../outside/secret.txt", "'..'"),
+        ("sub/../../outside/secret.txt", "'..'"),
+        ("a.txt\\u0000.png", "NUL"),
+        ("", "a path to a file is needed"),
+        ("missing.txt", "no such file or directory: 'missing.txt'"),
+        ("sub", "is a directory"),
+        ("a.txt/x", "not a directory"),
+        ("loop", "too many levels of symbolic links"),
+    ],
+)
 def test_bad_paths_get_clear_messages(tree: Path, path: str, expected: str) -> None:
     res = sandbox(tree).run(f"await tools.fs_read_text({{path: '{path}'}})")
     assert expected in failure(res, tree)
@@ -119,8 +127,7 @@ def test_bad_paths_get_clear_messages(tree: Path, path: str, expected: str) -> N
 
 def test_refusals_are_catchable_errors(tree: Path) -> None:
     res = sandbox(tree).run(
-        "try { await tools.fs_read_text({path: 'outside_link'}) }"
-        " catch (e) { [e.name, e.message] }"
+        "try { await tools.fs_read_text({path: 'outside_link'}) } catch (e) { [e.name, e.message] }"
     )
     assert res.value[0] == "Error" and "outside the files root" in res.value[1]
 
@@ -133,9 +140,14 @@ def test_write_bindings_are_off_unless_granted(tree: Path) -> None:
     assert not (tree / "x.txt").exists()
     effects = {b.name: b.effects for b in files.bindings(tree, write=True, prefix="f.")}
     assert effects == {
-        "f.read_text": ("read",), "f.read_bytes": ("read",), "f.list": ("read",),
-        "f.stat": ("read",), "f.write_text": ("write",), "f.write_bytes": ("write",),
-        "f.mkdir": ("write",), "f.delete": ("write",),
+        "f.read_text": ("read",),
+        "f.read_bytes": ("read",),
+        "f.list": ("read",),
+        "f.stat": ("read",),
+        "f.write_text": ("write",),
+        "f.write_bytes": ("write",),
+        "f.mkdir": ("write",),
+        "f.delete": ("write",),
     }
 
 
@@ -168,18 +180,22 @@ def test_write_mkdir_and_delete(tree: Path) -> None:
     assert "not empty" in failure(sb.run("await tools.fs_delete({path: 'sub'})"), tree)
     assert "root" in failure(sb.run("await tools.fs_delete({path: '.'})"), tree)
     assert "base64" in failure(
-        sb.run("await tools.fs_write_bytes({path: 'x', base64: '**'})"), tree)
+        sb.run("await tools.fs_write_bytes({path: 'x', base64: '**'})"), tree
+    )
 
 
-@pytest.mark.parametrize("code", [
-    "await tools.fs_write_text({path: 'outside_link', text: 'pwned'})",
-    "await tools.fs_write_text({path: 'outside_dir/new.txt', text: 'pwned'})",
-    "await tools.fs_write_bytes({path: 'abs_outside', base64: 'cHduZWQ='})",
-    "await tools.fs_mkdir({path: 'outside_dir/newdir'})",
-    "await tools.fs_delete({path: 'outside_dir/secret.txt'})",
-    "await tools.fs_delete({path: 'sub/up2/outside/secret.txt'})",
-    "await tools.fs_write_text({path: '../outside/secret.txt', text: 'pwned'})",
-])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "await tools.fs_write_text({path: 'outside_link', text: 'pwned'})",
+        "await tools.fs_write_text({path: 'outside_dir/new.txt', text: 'pwned'})",
+        "await tools.fs_write_bytes({path: 'abs_outside', base64: 'cHduZWQ='})",
+        "await tools.fs_mkdir({path: 'outside_dir/newdir'})",
+        "await tools.fs_delete({path: 'outside_dir/secret.txt'})",
+        "await tools.fs_delete({path: 'sub/up2/outside/secret.txt'})",
+        "await tools.fs_write_text({path: '../outside/secret.txt', text: 'pwned'})",
+    ],
+)
 def test_writes_cannot_leave_the_root(tree: Path, code: str) -> None:
     outside = tree.parent / "outside"
     failure(sandbox(tree, write=True).run(code), tree)
@@ -210,8 +226,10 @@ def test_size_and_entry_caps(tree: Path) -> None:
 def test_undecodable_text_points_to_read_bytes(tree: Path) -> None:
     msg = failure(sandbox(tree).run("await tools.fs_read_text({path: 'bin.dat'})"), tree)
     assert "not valid utf-8" in msg and "fs_read_bytes" in msg
-    msg = failure(sandbox(tree).run(
-        "await tools.fs_read_text({path: 'a.txt', encoding: 'no-such-codec'})"), tree)
+    msg = failure(
+        sandbox(tree).run("await tools.fs_read_text({path: 'a.txt', encoding: 'no-such-codec'})"),
+        tree,
+    )
     assert "unknown text encoding" in msg
 
 

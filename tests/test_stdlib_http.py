@@ -50,16 +50,30 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         port = int(self.server.server_address[1])  # type: ignore[index]
-        SEEN.append({"port": port, "path": url.path,
-                     "method": self.command, "headers": dict(self.headers.items())})
+        SEEN.append(
+            {
+                "port": port,
+                "path": url.path,
+                "method": self.command,
+                "headers": dict(self.headers.items()),
+            }
+        )
         if url.path == "/hello":
             self._reply(200, b"hello world", "text/plain; charset=utf-8")
         elif url.path == "/headers":  # echoes the request headers, secrets included
             self._reply(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
         elif url.path == "/echo":
-            self._reply(201, json.dumps({"method": self.command, "body": body.decode(),
-                                         "type": self.headers.get("Content-Type")}).encode(),
-                        "application/json")
+            self._reply(
+                201,
+                json.dumps(
+                    {
+                        "method": self.command,
+                        "body": body.decode(),
+                        "type": self.headers.get("Content-Type"),
+                    }
+                ).encode(),
+                "application/json",
+            )
         elif url.path == "/redirect":
             self.send_response(int(query.get("status", "302")))
             self.send_header("Location", query["to"])
@@ -156,21 +170,23 @@ def test_fetch_returns_status_headers_and_text(ports: tuple[int, int]) -> None:
     assert fetch(sb, url=f"http://127.0.0.1:{a}/gzip").value["text"] == "zipped text"
     res = fetch(sb, url=f"http://127.0.0.1:{a}/echo", method="post", body={"k": [1, 2]})
     assert res.value["status"] == 201
-    assert json.loads(res.value["text"]) == {"method": "POST", "body": '{"k": [1, 2]}',
-                                             "type": "application/json"}
+    assert json.loads(res.value["text"]) == {
+        "method": "POST",
+        "body": '{"k": [1, 2]}',
+        "type": "application/json",
+    }
     assert [b.effects for b in http_tools.bindings(allow_hosts=["x.test"])] == [("network",)]
 
 
 def test_hosts_outside_the_allow_list_are_refused(ports: tuple[int, int]) -> None:
     a, b = ports
     sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"])
+    assert "not in the list of allowed hosts" in failure(fetch(sb, url="http://example.com/"))
     assert "not in the list of allowed hosts" in failure(
-        fetch(sb, url="http://example.com/"))
-    assert "not in the list of allowed hosts" in failure(
-        fetch(sb, url=f"http://127.0.0.1:{b}/hello"))  # another port is another host
+        fetch(sb, url=f"http://127.0.0.1:{b}/hello")
+    )  # another port is another host
     assert "only http and https" in failure(fetch(sb, url="file:///etc/passwd"))
-    assert "credentials in the URL" in failure(
-        fetch(sb, url=f"http://user:pw@127.0.0.1:{a}/hello"))
+    assert "credentials in the URL" in failure(fetch(sb, url=f"http://user:pw@127.0.0.1:{a}/hello"))
     assert SEEN == []
 
 
@@ -197,13 +213,16 @@ def test_every_resolved_address_is_checked_and_the_checked_one_is_used(
         if host not in answers:
             return real_getaddrinfo(host, port, *args, **kwargs)
         lookups.append(host)
-        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, port))
-                for ip in answers[host]]
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, port))
+            for ip in answers[host]
+        ]
 
     real_send = httpx.AsyncClient.send
 
-    async def loopback_only_send(self: httpx.AsyncClient, request: httpx.Request,
-                                 **kw: Any) -> httpx.Response:
+    async def loopback_only_send(
+        self: httpx.AsyncClient, request: httpx.Request, **kw: Any
+    ) -> httpx.Response:
         assert request.url.host == "127.0.0.1", "a request left 127.0.0.1"
         return await real_send(self, request, **kw)
 
@@ -212,7 +231,8 @@ def test_every_resolved_address_is_checked_and_the_checked_one_is_used(
     # one public and one loopback answer: refused before any connection is made
     strict = sandbox(allow_hosts=["mixed.test"])
     assert "private, loopback or reserved" in failure(
-        fetch(strict, url=f"http://mixed.test:{a}/hello"))
+        fetch(strict, url=f"http://mixed.test:{a}/hello")
+    )
     # the name resolves only through our lookup: httpx connects to the checked IP, and
     # the request still carries the host name
     trusting = sandbox(allow_hosts=[f"svc.test:{a}"], allow_private=True)
@@ -222,9 +242,7 @@ def test_every_resolved_address_is_checked_and_the_checked_one_is_used(
     assert lookups == ["mixed.test", "svc.test"]
 
 
-def test_https_keeps_host_header_and_sni_on_the_name(
-    monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_https_keeps_host_header_and_sni_on_the_name(monkeypatch: pytest.MonkeyPatch) -> None:
     """What goes to httpx: the checked IP in the URL, the name in Host and SNI (no TLS
     server here, so the send is intercepted)."""
     sent: list[httpx.Request] = []
@@ -239,8 +257,11 @@ def test_https_keeps_host_header_and_sni_on_the_name(
 
     monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
     monkeypatch.setattr(httpx.AsyncClient, "send", fake_send)
-    sb = sandbox(allow_hosts=["api.test"], allow_private=True,
-                 secrets={"api.test": {"Authorization": f"Bearer {SECRET}"}})
+    sb = sandbox(
+        allow_hosts=["api.test"],
+        allow_private=True,
+        secrets={"api.test": {"Authorization": f"Bearer {SECRET}"}},
+    )
     msg = failure(fetch(sb, url="https://api.test/v1?q=1"))
     assert "could not connect to api.test" in msg
     (request,) = sent
@@ -268,8 +289,9 @@ def test_redirects_are_followed_only_to_allowed_hosts(ports: tuple[int, int]) ->
     msg = failure(fetch(named, url=f"http://127.0.0.1:{a}/redirect?to=http://localhost:{a}/"))
     assert "private, loopback or reserved" in msg
     # 303 turns a POST into a GET without its body
-    res = fetch(sb, url=f"http://127.0.0.1:{a}/redirect?status=303&to=/echo", method="POST",
-                body="payload")
+    res = fetch(
+        sb, url=f"http://127.0.0.1:{a}/redirect?status=303&to=/echo", method="POST", body="payload"
+    )
     assert json.loads(res.value["text"])["method"] == "GET" and SEEN[-1]["method"] == "GET"
 
 
@@ -278,14 +300,17 @@ def test_response_size_cap_while_streaming(ports: tuple[int, int]) -> None:
     sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"], max_response_bytes=5000)
     assert len(fetch(sb, url=f"http://127.0.0.1:{a}/big?n=5000").value["text"]) == 5000
     assert "larger than the 5000-byte limit" in failure(
-        fetch(sb, url=f"http://127.0.0.1:{a}/big?n=5001"))
+        fetch(sb, url=f"http://127.0.0.1:{a}/big?n=5001")
+    )
     assert len(fetch(sb, url=f"http://127.0.0.1:{a}/stream?chunks=5").value["text"]) == 5000
     assert "larger than the 5000-byte limit" in failure(
-        fetch(sb, url=f"http://127.0.0.1:{a}/stream?chunks=50"))
+        fetch(sb, url=f"http://127.0.0.1:{a}/stream?chunks=50")
+    )
     head = fetch(sb, url=f"http://127.0.0.1:{a}/big", method="HEAD").value
     assert head["status"] == 200 and head["text"] == ""  # no body, whatever its length says
     assert "larger than the 5000-byte limit" in failure(  # 8 MiB of zeros, gzipped
-        fetch(sb, url=f"http://127.0.0.1:{a}/bomb"))
+        fetch(sb, url=f"http://127.0.0.1:{a}/bomb")
+    )
 
 
 def test_timeout(ports: tuple[int, int]) -> None:
@@ -299,10 +324,15 @@ def test_timeout(ports: tuple[int, int]) -> None:
 
 def test_secrets_are_sent_but_never_seen_nor_overridden(ports: tuple[int, int]) -> None:
     a, b = ports
-    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"],
-                 secrets={f"127.0.0.1:{a}": {"X-Api-Key": SECRET}})
-    res = fetch(sb, url=f"http://127.0.0.1:{a}/headers",
-                headers={"x-api-key": "from-the-script", "X-Other": "kept"})
+    sb = sandbox(
+        allow_hosts=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"],
+        secrets={f"127.0.0.1:{a}": {"X-Api-Key": SECRET}},
+    )
+    res = fetch(
+        sb,
+        url=f"http://127.0.0.1:{a}/headers",
+        headers={"x-api-key": "from-the-script", "X-Other": "kept"},
+    )
     # the server got the host's secret, not the script's value
     assert SEEN[-1]["headers"]["X-Api-Key"] == SECRET
     assert SEEN[-1]["headers"]["X-Other"] == "kept"
@@ -318,13 +348,18 @@ def test_secrets_are_sent_but_never_seen_nor_overridden(ports: tuple[int, int]) 
 
 
 def test_secrets_and_credentials_are_dropped_on_a_cross_host_redirect(
-    ports: tuple[int, int]
+    ports: tuple[int, int],
 ) -> None:
     a, b = ports
-    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"],
-                 secrets={f"127.0.0.1:{a}": {"Authorization": f"Bearer {SECRET}"}})
-    res = fetch(sb, url=f"http://127.0.0.1:{a}/redirect?status=307&to=http://127.0.0.1:{b}/hello",
-                headers={"Cookie": "session=1", "X-Trace": "t"})
+    sb = sandbox(
+        allow_hosts=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"],
+        secrets={f"127.0.0.1:{a}": {"Authorization": f"Bearer {SECRET}"}},
+    )
+    res = fetch(
+        sb,
+        url=f"http://127.0.0.1:{a}/redirect?status=307&to=http://127.0.0.1:{b}/hello",
+        headers={"Cookie": "session=1", "X-Trace": "t"},
+    )
     assert res.value["text"] == "hello world"
     first, second = SEEN
     assert first["port"] == a and first["headers"]["Authorization"] == f"Bearer {SECRET}"
@@ -334,8 +369,11 @@ def test_secrets_and_credentials_are_dropped_on_a_cross_host_redirect(
 
 def test_secrets_stay_out_of_error_messages(ports: tuple[int, int]) -> None:
     a, _ = ports
-    sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"], max_redirects=1,
-                 secrets={f"127.0.0.1:{a}": {"X-Api-Key": SECRET}})
+    sb = sandbox(
+        allow_hosts=[f"127.0.0.1:{a}"],
+        max_redirects=1,
+        secrets={f"127.0.0.1:{a}": {"X-Api-Key": SECRET}},
+    )
     # the server reflects the key into the redirect URL, which the error message shows
     msg = failure(fetch(sb, url=f"http://127.0.0.1:{a}/reflect"))
     assert f"more than 1 redirects; stopped at http://127.0.0.1:{a}/reflect?k=[redacted]" in msg
@@ -352,21 +390,39 @@ def test_managed_and_malformed_headers_are_refused(ports: tuple[int, int]) -> No
     sb = sandbox(allow_hosts=[f"127.0.0.1:{a}"])
     url = f"http://127.0.0.1:{a}/hello"
     assert "Host header is set by the host" in failure(
-        fetch(sb, url=url, headers={"Host": "internal.example"}))
+        fetch(sb, url=url, headers={"Host": "internal.example"})
+    )
     assert "line break" in failure(fetch(sb, url=url, headers={"X-A": "a\r\nX-B: b"}))
     assert "method 'TRACE' is not allowed" in failure(fetch(sb, url=url, method="TRACE"))
     assert SEEN == []
 
 
-@pytest.mark.parametrize(("address", "public"), [
-    ("93.184.216.34", True), ("2606:2800:220:1::", True),
-    ("127.0.0.1", False), ("10.1.2.3", False), ("172.16.0.1", False), ("192.168.1.1", False),
-    ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False),
-    ("224.0.0.1", False), ("240.0.0.1", False), ("255.255.255.255", False),
-    ("::1", False), ("::", False), ("fe80::1", False), ("fc00::1", False), ("ff02::1", False),
-    ("::ffff:127.0.0.1", False), ("::ffff:93.184.216.34", True),
-    ("64:ff9b::a9fe:a9fe", False), ("2002:7f00:1::", False),
-])
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1::", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("240.0.0.1", False),
+        ("255.255.255.255", False),
+        ("::1", False),
+        ("::", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("ff02::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:93.184.216.34", True),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("2002:7f00:1::", False),
+    ],
+)
 def test_address_classification(address: str, public: bool) -> None:
     assert http_tools.is_public_address(ipaddress.ip_address(address)) is public
 
@@ -380,15 +436,19 @@ def test_config_errors() -> None:
         http_tools.bindings(allow_hosts=["a.test"], secrets={"b.test": {"X-Key": "k"}})
     explicit_80 = http_tools.bindings(allow_hosts=["127.0.0.1:80"])[0]
     res = Sandbox(bindings=[explicit_80]).run(
-        "await tools.http_fetch({url: 'http://127.0.0.1:81/'})")
+        "await tools.http_fetch({url: 'http://127.0.0.1:81/'})"
+    )
     assert res.error is not None and "not in the list" in res.error.message
     with pytest.raises(ConfigError, match="empty"):
         http_tools.bindings(allow_hosts=[])
 
 
 def test_importing_the_package_does_not_import_httpx() -> None:
-    code = ("import sys, clambot_tools, clambot_tools.stdlib.http, clambot_tools.stdlib.files, "
-            "clambot_tools.stdlib.sql; print('httpx' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
+    code = (
+        "import sys, clambot_tools, clambot_tools.stdlib.http, clambot_tools.stdlib.files, "
+        "clambot_tools.stdlib.sql; print('httpx' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "False"

@@ -24,8 +24,9 @@ def db(tmp_path: Path) -> Path:
         "CREATE VIEW adults AS SELECT name FROM people WHERE age >= 18;"
         "INSERT INTO blobs VALUES (x'00ff10', 9007199254740993);"
     )
-    conn.executemany("INSERT INTO people (name, age) VALUES (?, ?)",
-                     [(f"person{i}", i) for i in range(50)])
+    conn.executemany(
+        "INSERT INTO people (name, age) VALUES (?, ?)", [(f"person{i}", i) for i in range(50)]
+    )
     conn.commit()
     conn.close()
     return path
@@ -48,12 +49,19 @@ def failure(res: RunResult, db: Path) -> str:
 
 def test_select_with_params(db: Path) -> None:
     sb = sandbox(db)
-    res = sb.run("await tools.sql_query({sql: 'SELECT id, name FROM people WHERE age < ? "
-                 "ORDER BY id', params: [2]})")
-    assert res.value == {"columns": ["id", "name"], "rows": [[1, "person0"], [2, "person1"]],
-                         "truncated": False}
-    res = sb.run("await tools.sql_query({sql: 'SELECT count(*) AS n FROM adults WHERE name "
-                 "LIKE :p', params: {p: 'person4%'}})")
+    res = sb.run(
+        "await tools.sql_query({sql: 'SELECT id, name FROM people WHERE age < ? "
+        "ORDER BY id', params: [2]})"
+    )
+    assert res.value == {
+        "columns": ["id", "name"],
+        "rows": [[1, "person0"], [2, "person1"]],
+        "truncated": False,
+    }
+    res = sb.run(
+        "await tools.sql_query({sql: 'SELECT count(*) AS n FROM adults WHERE name "
+        "LIKE :p', params: {p: 'person4%'}})"
+    )
     assert res.value["rows"] == [[10]]
     # BLOBs as base64, integers past 2^53 as strings (JS numbers would round them)
     res = sb.run("await tools.sql_query({sql: 'SELECT data, big FROM blobs'})")
@@ -72,23 +80,26 @@ def test_tables_lists_tables_views_and_columns(db: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize(("statement", "expected"), [
-    ("INSERT INTO people (name) VALUES ('mallory')", "read-only"),
-    ("UPDATE people SET name = 'x'", "read-only"),
-    ("DELETE FROM people", "read-only"),
-    ("DROP TABLE people", "read-only"),
-    ("CREATE TABLE t (x)", "read-only"),
-    ("CREATE TEMP TABLE t (x)", "read-only"),
-    ("ALTER TABLE people ADD COLUMN y", "read-only"),
-    ("ATTACH DATABASE '{other}' AS other", "ATTACH"),
-    ("VACUUM INTO '{other}'", "VACUUM"),
-    ("VACUUM", "VACUUM"),
-    ("PRAGMA query_only = OFF", "PRAGMA query_only is not allowed"),
-    ("PRAGMA journal_mode = WAL", "PRAGMA journal_mode is not allowed"),
-    ("PRAGMA database_list", "PRAGMA database_list is not allowed"),
-    ("SELECT 1; DELETE FROM people", "one SQL statement per call"),
-    ("SELEC 1", "syntax error"),
-])
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("INSERT INTO people (name) VALUES ('mallory')", "read-only"),
+        ("UPDATE people SET name = 'x'", "read-only"),
+        ("DELETE FROM people", "read-only"),
+        ("DROP TABLE people", "read-only"),
+        ("CREATE TABLE t (x)", "read-only"),
+        ("CREATE TEMP TABLE t (x)", "read-only"),
+        ("ALTER TABLE people ADD COLUMN y", "read-only"),
+        ("ATTACH DATABASE '{other}' AS other", "ATTACH"),
+        ("VACUUM INTO '{other}'", "VACUUM"),
+        ("VACUUM", "VACUUM"),
+        ("PRAGMA query_only = OFF", "PRAGMA query_only is not allowed"),
+        ("PRAGMA journal_mode = WAL", "PRAGMA journal_mode is not allowed"),
+        ("PRAGMA database_list", "PRAGMA database_list is not allowed"),
+        ("SELECT 1; DELETE FROM people", "one SQL statement per call"),
+        ("SELEC 1", "syntax error"),
+    ],
+)
 def test_changes_and_escapes_fail_and_leave_the_file_unchanged(
     db: Path, statement: str, expected: str
 ) -> None:
@@ -103,8 +114,8 @@ def test_changes_and_escapes_fail_and_leave_the_file_unchanged(
 
 def test_failures_are_catchable(db: Path) -> None:
     res = sandbox(db).run(
-        "try { await tools.sql_query({sql: 'DELETE FROM people'}) }"
-        " catch (e) { e.message }")
+        "try { await tools.sql_query({sql: 'DELETE FROM people'}) } catch (e) { e.message }"
+    )
     assert "read-only" in res.value
 
 
@@ -114,8 +125,11 @@ def test_the_connection_itself_is_read_only(db: Path) -> None:
     database = sql.bindings(db)[0].func.__self__  # type: ignore[attr-defined]
     with database._connect() as (conn, _guard):
         conn.set_authorizer(None)
-        for statement in ("INSERT INTO people (name) VALUES ('x')", "CREATE TEMP TABLE t (x)",
-                          "PRAGMA user_version = 7"):
+        for statement in (
+            "INSERT INTO people (name) VALUES ('x')",
+            "CREATE TEMP TABLE t (x)",
+            "PRAGMA user_version = 7",
+        ):
             with pytest.raises(sqlite3.OperationalError, match="readonly"):
                 conn.execute(statement)
         conn.execute("PRAGMA query_only = OFF")
@@ -141,8 +155,10 @@ def test_row_and_size_caps(db: Path) -> None:
 def test_runaway_recursive_query_is_stopped(db: Path) -> None:
     sb = sandbox(db, timeout_s=0.3)
     t0 = time.monotonic()
-    res = sb.run("await tools.sql_query({sql: 'WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL "
-                 "SELECT x + 1 FROM r) SELECT max(x) FROM r'})")
+    res = sb.run(
+        "await tools.sql_query({sql: 'WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL "
+        "SELECT x + 1 FROM r) SELECT max(x) FROM r'})"
+    )
     assert "ran longer than 0.3 s and was stopped" in failure(res, db)
     assert time.monotonic() - t0 < 2
     # the next call gets its own connection and deadline
@@ -151,7 +167,9 @@ def test_runaway_recursive_query_is_stopped(db: Path) -> None:
 
 def test_effects_names_and_config_errors(db: Path, tmp_path: Path) -> None:
     assert [(b.name, b.effects) for b in sql.bindings(db, prefix="db.")] == [
-        ("db.query", ("read",)), ("db.tables", ("read",))]
+        ("db.query", ("read",)),
+        ("db.tables", ("read",)),
+    ]
     with pytest.raises(ConfigError, match="not an existing database file"):
         sql.bindings(tmp_path / "missing.sqlite")
     with pytest.raises(ConfigError, match="max_rows"):

@@ -165,8 +165,11 @@ def bindings(
     the platform lacks ``O_NOFOLLOW``/``dir_fd`` support.
     """
     _check_platform()
-    for cap_name, cap in (("max_read_bytes", max_read_bytes),
-                          ("max_write_bytes", max_write_bytes), ("max_entries", max_entries)):
+    for cap_name, cap in (
+        ("max_read_bytes", max_read_bytes),
+        ("max_write_bytes", max_write_bytes),
+        ("max_entries", max_entries),
+    ):
         if isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0:
             raise ConfigError(f"files.bindings: {cap_name} must be an int > 0, got {cap!r}")
     if not isinstance(prefix, str):
@@ -174,25 +177,26 @@ def bindings(
     root_str = os.fspath(root)
     if not isinstance(root_str, str) or not os.path.isdir(root_str):
         raise ConfigError(f"files.bindings: root {root_str!r} is not a directory")
-    fs = _Root(os.path.realpath(root_str), max_read_bytes, max_write_bytes, max_entries,
-               prefix)
+    fs = _Root(os.path.realpath(root_str), max_read_bytes, max_write_bytes, max_entries, prefix)
     return fs.bindings(write=write)
 
 
 def _check_platform() -> None:
     needed = (os.open, os.stat, os.mkdir, os.unlink, os.rmdir, os.readlink)
-    if (not (_O_NOFOLLOW and _O_DIRECTORY)
-            or not all(f in os.supports_dir_fd for f in needed)
-            or os.scandir not in os.supports_fd):
-        raise ConfigError("files.bindings needs O_NOFOLLOW, O_DIRECTORY and dir_fd support "
-                          "(Linux)")
+    if (
+        not (_O_NOFOLLOW and _O_DIRECTORY)
+        or not all(f in os.supports_dir_fd for f in needed)
+        or os.scandir not in os.supports_fd
+    ):
+        raise ConfigError("files.bindings needs O_NOFOLLOW, O_DIRECTORY and dir_fd support (Linux)")
 
 
 class _Root:
     """The operations behind the bindings, on one root directory and its caps."""
 
-    def __init__(self, real_root: str, max_read: int, max_write: int, max_entries: int,
-                 prefix: str) -> None:
+    def __init__(
+        self, real_root: str, max_read: int, max_write: int, max_entries: int, prefix: str
+    ) -> None:
         self.real_root = real_root
         self.max_read = max_read
         self.max_write = max_write
@@ -203,53 +207,101 @@ class _Root:
         """The Binding objects for this root (the write ones only if `write`)."""
         p = self.prefix
         out = [
-            binding(self.read_text, name=f"{p}read_text", args_schema=_ReadTextArgs,
-                    effects=("read",), description=(
-                        "Read a text file under the files root and return its contents as a "
-                        "string. `path` is relative to the root ('notes/a.txt'); absolute "
-                        f"paths and '..' are refused. Files over {self.max_read} bytes are "
-                        f"refused. Use {p}read_bytes for binary files.")),
-            binding(self.read_bytes, name=f"{p}read_bytes", args_schema=_PathArgs,
-                    effects=("read",), description=(
-                        "Read a file under the files root and return its bytes as a base64 "
-                        f"string. Files over {self.max_read} bytes are refused.")),
-            binding(self.list_dir, name=f"{p}list", args_schema=_OptionalPathArgs,
-                    effects=("read",), description=(
-                        "List a directory under the files root (default: the root itself). "
-                        "Returns {path, entries: [{name, type, size}], truncated}; type is "
-                        "'file', 'dir', 'symlink' or 'other'; size is in bytes for files, "
-                        f"else null. At most {self.max_entries} entries, sorted by name.")),
-            binding(self.stat_path, name=f"{p}stat", args_schema=_PathArgs, effects=("read",),
-                    description=(
-                        "Describe a file or directory under the files root: returns "
-                        "{path, type, size, modified} with type 'file' or 'dir' (symlinks "
-                        "inside the root are followed), size in bytes for files, modified as "
-                        "an ISO 8601 UTC time. Fails if the path does not exist.")),
+            binding(
+                self.read_text,
+                name=f"{p}read_text",
+                args_schema=_ReadTextArgs,
+                effects=("read",),
+                description=(
+                    "Read a text file under the files root and return its contents as a "
+                    "string. `path` is relative to the root ('notes/a.txt'); absolute "
+                    f"paths and '..' are refused. Files over {self.max_read} bytes are "
+                    f"refused. Use {p}read_bytes for binary files."
+                ),
+            ),
+            binding(
+                self.read_bytes,
+                name=f"{p}read_bytes",
+                args_schema=_PathArgs,
+                effects=("read",),
+                description=(
+                    "Read a file under the files root and return its bytes as a base64 "
+                    f"string. Files over {self.max_read} bytes are refused."
+                ),
+            ),
+            binding(
+                self.list_dir,
+                name=f"{p}list",
+                args_schema=_OptionalPathArgs,
+                effects=("read",),
+                description=(
+                    "List a directory under the files root (default: the root itself). "
+                    "Returns {path, entries: [{name, type, size}], truncated}; type is "
+                    "'file', 'dir', 'symlink' or 'other'; size is in bytes for files, "
+                    f"else null. At most {self.max_entries} entries, sorted by name."
+                ),
+            ),
+            binding(
+                self.stat_path,
+                name=f"{p}stat",
+                args_schema=_PathArgs,
+                effects=("read",),
+                description=(
+                    "Describe a file or directory under the files root: returns "
+                    "{path, type, size, modified} with type 'file' or 'dir' (symlinks "
+                    "inside the root are followed), size in bytes for files, modified as "
+                    "an ISO 8601 UTC time. Fails if the path does not exist."
+                ),
+            ),
         ]
         if write:
             out += [
-                binding(self.write_text, name=f"{p}write_text", args_schema=_WriteTextArgs,
-                        effects=("write",), description=(
-                            "Write text (UTF-8) to a file under the files root, replacing it, "
-                            "or adding to its end with append: true. Missing parent "
-                            "directories are created. Returns {path, bytes_written}. At most "
-                            f"{self.max_write} bytes per call.")),
-                binding(self.write_bytes, name=f"{p}write_bytes", args_schema=_WriteBytesArgs,
-                        effects=("write",), description=(
-                            "Write bytes given as a base64 string to a file under the files "
-                            "root, replacing it. Missing parent directories are created. "
-                            f"Returns {{path, bytes_written}}. At most {self.max_write} bytes "
-                            "per call.")),
-                binding(self.mkdir, name=f"{p}mkdir", args_schema=_PathArgs,
-                        effects=("write",), description=(
-                            "Create a directory (and its missing parents) under the files "
-                            "root. Returns {path, created}; created is false if it already "
-                            "existed.")),
-                binding(self.delete, name=f"{p}delete", args_schema=_PathArgs,
-                        effects=("write",), description=(
-                            "Delete a file, a symlink (not its target) or an empty directory "
-                            "under the files root. Returns {path, deleted} with deleted "
-                            "'file', 'symlink' or 'dir'. Non-empty directories are refused.")),
+                binding(
+                    self.write_text,
+                    name=f"{p}write_text",
+                    args_schema=_WriteTextArgs,
+                    effects=("write",),
+                    description=(
+                        "Write text (UTF-8) to a file under the files root, replacing it, "
+                        "or adding to its end with append: true. Missing parent "
+                        "directories are created. Returns {path, bytes_written}. At most "
+                        f"{self.max_write} bytes per call."
+                    ),
+                ),
+                binding(
+                    self.write_bytes,
+                    name=f"{p}write_bytes",
+                    args_schema=_WriteBytesArgs,
+                    effects=("write",),
+                    description=(
+                        "Write bytes given as a base64 string to a file under the files "
+                        "root, replacing it. Missing parent directories are created. "
+                        f"Returns {{path, bytes_written}}. At most {self.max_write} bytes "
+                        "per call."
+                    ),
+                ),
+                binding(
+                    self.mkdir,
+                    name=f"{p}mkdir",
+                    args_schema=_PathArgs,
+                    effects=("write",),
+                    description=(
+                        "Create a directory (and its missing parents) under the files "
+                        "root. Returns {path, created}; created is false if it already "
+                        "existed."
+                    ),
+                ),
+                binding(
+                    self.delete,
+                    name=f"{p}delete",
+                    args_schema=_PathArgs,
+                    effects=("write",),
+                    description=(
+                        "Delete a file, a symlink (not its target) or an empty directory "
+                        "under the files root. Returns {path, deleted} with deleted "
+                        "'file', 'symlink' or 'dir'. Non-empty directories are refused."
+                    ),
+                ),
             ]
         return out
 
@@ -303,8 +355,13 @@ class _Root:
                         except FileNotFoundError:
                             continue  # removed while we listed
                         kind = _kind(st.st_mode)
-                        entries.append({"name": entry.name, "type": kind,
-                                        "size": st.st_size if kind == "file" else None})
+                        entries.append(
+                            {
+                                "name": entry.name,
+                                "type": kind,
+                                "size": st.st_size if kind == "file" else None,
+                            }
+                        )
             finally:
                 os.close(dfd)
         entries.sort(key=lambda e: e["name"])
@@ -325,8 +382,12 @@ class _Root:
                 os.close(dfd)
         kind = _kind(st.st_mode)
         modified = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
-        return {"path": shown, "type": kind, "size": st.st_size if kind == "file" else None,
-                "modified": modified.isoformat(timespec="seconds").replace("+00:00", "Z")}
+        return {
+            "path": shown,
+            "type": kind,
+            "size": st.st_size if kind == "file" else None,
+            "modified": modified.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
 
     def write_text(self, path: str, text: str, append: bool = False) -> Written:
         """Write `text` as UTF-8 to `path`, replacing the file or appending to it.
@@ -337,8 +398,9 @@ class _Root:
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:
-            raise ToolError("the text contains unpaired surrogate characters, which "
-                            "UTF-8 cannot encode") from None
+            raise ToolError(
+                "the text contains unpaired surrogate characters, which UTF-8 cannot encode"
+            ) from None
         return self._write(path, data, append=append)
 
     def write_bytes(self, path: str, base64: str) -> Written:
@@ -449,14 +511,15 @@ class _Root:
                     raise ToolError(f"{shown!r} is not a regular file")
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
         return {"path": shown, "bytes_written": len(data)}
 
     def _too_large_to_read(self, shown: str, size: int) -> ToolError:
-        return ToolError(f"{shown!r} is {size} bytes, more than the {self.max_read}-byte "
-                         "read limit")
+        return ToolError(
+            f"{shown!r} is {size} bytes, more than the {self.max_read}-byte read limit"
+        )
 
     def _too_large_to_write(self) -> ToolError:
         return ToolError(f"the data is larger than the {self.max_write}-byte write limit")
@@ -477,8 +540,9 @@ class _Root:
         finally:
             os.close(dfd)
 
-    def _walk(self, shown: str, parts: list[str], *, follow_last: bool,
-              make_dirs: bool) -> tuple[int, str]:
+    def _walk(
+        self, shown: str, parts: list[str], *, follow_last: bool, make_dirs: bool
+    ) -> tuple[int, str]:
         """Walk `parts` from the root, following symlinks only while they stay inside it.
 
         Returns an open descriptor of the directory that holds the last component and
@@ -507,8 +571,9 @@ class _Root:
                 if last and not follow_last:
                     return stack.pop(), name
                 try:
-                    st: os.stat_result | None = os.stat(name, dir_fd=stack[-1],
-                                                        follow_symlinks=False)
+                    st: os.stat_result | None = os.stat(
+                        name, dir_fd=stack[-1], follow_symlinks=False
+                    )
                 except FileNotFoundError:
                     if last:
                         return stack.pop(), name
@@ -540,8 +605,7 @@ class _Root:
                     stack.append(os.open(name, _DIR_FLAGS, dir_fd=stack[-1]))
                 except OSError as exc:
                     if exc.errno == errno.ENOTDIR and _is_symlink(name, stack[-1]):
-                        raise ToolError(_ERRNO_MESSAGES[errno.ELOOP].format(path=shown)) \
-                            from None
+                        raise ToolError(_ERRNO_MESSAGES[errno.ELOOP].format(path=shown)) from None
                     raise
             return stack.pop(), ""
         finally:
@@ -554,7 +618,7 @@ class _Root:
         if target == base:
             return ""
         if target.startswith(base + "/"):
-            return target[len(base) + 1:]
+            return target[len(base) + 1 :]
         return None
 
 
@@ -569,8 +633,10 @@ def _split(path: str, *, allow_root: bool) -> list[str]:
     if len(path) > _MAX_PATH_CHARS:
         raise ToolError(f"the path is longer than {_MAX_PATH_CHARS} characters")
     if path.startswith("/"):
-        raise ToolError(f"{path!r} is an absolute path; use a path relative to the files "
-                        "root, like 'notes/todo.txt'")
+        raise ToolError(
+            f"{path!r} is an absolute path; use a path relative to the files "
+            "root, like 'notes/todo.txt'"
+        )
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise ToolError(f"{path!r} contains '..'; paths must stay inside the files root")
@@ -602,8 +668,9 @@ def _is_symlink(name: str, dir_fd: int) -> bool:
 
 
 def _escape(shown: str) -> ToolError:
-    return ToolError(f"{shown!r} leads outside the files root through a symbolic link; "
-                     "access refused")
+    return ToolError(
+        f"{shown!r} leads outside the files root through a symbolic link; access refused"
+    )
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:

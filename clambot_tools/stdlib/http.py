@@ -52,10 +52,20 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: request headers the script may not set: the host derives them from the URL and body
-_MANAGED_HEADERS = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-    "te", "trailer", "proxy-authorization", "proxy-connection",
-})
+_MANAGED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
 #: script headers dropped when a redirect leaves the origin
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -83,8 +93,9 @@ class _FetchArgs(BaseModel):
     method: str = Field("GET", description="GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS")
     headers: dict[str, str] | None = Field(None, description="extra request headers")
     body: Any = Field(
-        None, description="request body: a string is sent as is (UTF-8); any other JSON "
-        "value is sent as JSON with Content-Type application/json"
+        None,
+        description="request body: a string is sent as is (UTF-8); any other JSON "
+        "value is sent as JSON with Content-Type application/json",
     )
 
 
@@ -151,44 +162,61 @@ def bindings(
     rules = [_parse_rule(entry) for entry in allow_hosts]
     if not rules:
         raise ConfigError("http.bindings: allow_hosts is empty, so nothing could be fetched")
-    if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
-            or not 0 < timeout_s < float("inf")):
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, (int, float))
+        or not 0 < timeout_s < float("inf")
+    ):
         raise ConfigError(f"http.bindings: timeout_s must be a number > 0, got {timeout_s!r}")
-    for cap_name, cap, low in (("max_response_bytes", max_response_bytes, 1),
-                               ("max_redirects", max_redirects, 0)):
+    for cap_name, cap, low in (
+        ("max_response_bytes", max_response_bytes, 1),
+        ("max_redirects", max_redirects, 0),
+    ):
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < low:
-            raise ConfigError(f"http.bindings: {cap_name} must be an int >= {low}, "
-                              f"got {cap!r}")
+            raise ConfigError(f"http.bindings: {cap_name} must be an int >= {low}, got {cap!r}")
     if not isinstance(prefix, str):
         raise ConfigError("http.bindings: prefix must be a str")
     secret_rules: list[tuple[_HostRule, dict[str, str]]] = []
     for key, headers in (secrets or {}).items():
         rule = _parse_rule(key)
         if not any(r.host == rule.host for r in rules):
-            raise ConfigError(f"http.bindings: secrets given for {key!r}, which is not in "
-                              "allow_hosts")
+            raise ConfigError(
+                f"http.bindings: secrets given for {key!r}, which is not in allow_hosts"
+            )
         checked = {}
         for name, value in headers.items():
-            if not isinstance(name, str) or not _TOKEN.match(name) or not isinstance(value, str) \
-                    or any(c in value for c in "\r\n\0"):
+            if (
+                not isinstance(name, str)
+                or not _TOKEN.match(name)
+                or not isinstance(value, str)
+                or any(c in value for c in "\r\n\0")
+            ):
                 raise ConfigError(f"http.bindings: invalid secret header {name!r} for {key!r}")
             checked[name] = value
         secret_rules.append((rule, checked))
-    fetcher = _Fetcher(rules, secret_rules, float(timeout_s), max_response_bytes,
-                       max_redirects, allow_private)
-    shown_hosts = ", ".join(_rule_text(r) for r in rules[:20]) + (", ..." if len(rules) > 20
-                                                                  else "")
+    fetcher = _Fetcher(
+        rules, secret_rules, float(timeout_s), max_response_bytes, max_redirects, allow_private
+    )
+    shown_hosts = ", ".join(_rule_text(r) for r in rules[:20]) + (
+        ", ..." if len(rules) > 20 else ""
+    )
     return [
-        binding(fetcher.fetch, name=f"{prefix}fetch", args_schema=_FetchArgs,
-                effects=("network",), description=(
-                    "Make an HTTP(S) request and return {status, headers, text, url}: the "
-                    "status code, the response headers (lower-case names), the body as text "
-                    "and the final URL after redirects. Only these hosts can be reached: "
-                    f"{shown_hosts}. Redirects are followed (at most {max_redirects}) only to "
-                    f"allowed hosts. Bodies over {max_response_bytes} bytes are refused; the "
-                    f"call fails after {timeout_s:g} s. A non-2xx status is not an error: "
-                    "check `status`. Some hosts get credentials added by the host "
-                    "application; you do not need to (and cannot) set or read them.")),
+        binding(
+            fetcher.fetch,
+            name=f"{prefix}fetch",
+            args_schema=_FetchArgs,
+            effects=("network",),
+            description=(
+                "Make an HTTP(S) request and return {status, headers, text, url}: the "
+                "status code, the response headers (lower-case names), the body as text "
+                "and the final URL after redirects. Only these hosts can be reached: "
+                f"{shown_hosts}. Redirects are followed (at most {max_redirects}) only to "
+                f"allowed hosts. Bodies over {max_response_bytes} bytes are refused; the "
+                f"call fails after {timeout_s:g} s. A non-2xx status is not an error: "
+                "check `status`. Some hosts get credentials added by the host "
+                "application; you do not need to (and cannot) set or read them."
+            ),
+        ),
     ]
 
 
@@ -200,8 +228,10 @@ def _parse_rule(entry: str) -> _HostRule:
         raise ConfigError(f"http.bindings: invalid host entry {entry!r}")
     text = entry.strip()
     if "://" in text or "/" in text or "@" in text:
-        raise ConfigError(f"http.bindings: {entry!r} should be a host name like "
-                          "'api.example.com' or 'api.example.com:8443', not a URL")
+        raise ConfigError(
+            f"http.bindings: {entry!r} should be a host name like "
+            "'api.example.com' or 'api.example.com:8443', not a URL"
+        )
     if text.count(":") > 1 and not text.startswith("["):  # bare IPv6 address
         text = f"[{text}]"
     try:
@@ -262,16 +292,29 @@ def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
             embedded.extend(ip.teredo)
         if not all(is_public_address(v4) for v4 in embedded):
             return False
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified or not ip.is_global)
+    return not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or not ip.is_global
+    )
 
 
 class _Fetcher:
     """The request logic behind the binding."""
 
-    def __init__(self, rules: list[_HostRule], secret_rules: list[tuple[_HostRule,
-                 dict[str, str]]], timeout_s: float, max_bytes: int, max_redirects: int,
-                 allow_private: bool) -> None:
+    def __init__(
+        self,
+        rules: list[_HostRule],
+        secret_rules: list[tuple[_HostRule, dict[str, str]]],
+        timeout_s: float,
+        max_bytes: int,
+        max_redirects: int,
+        allow_private: bool,
+    ) -> None:
         self.rules = rules
         self.secret_rules = secret_rules
         self.timeout_s = timeout_s
@@ -285,31 +328,35 @@ class _Fetcher:
                 values.add(value)
                 values.update(value.split(None, 1)[1:])  # the token of "Bearer <token>"
         #: secret values to cut out of results, longest first
-        self.redact_values = sorted((v.strip() for v in values
-                                     if len(v.strip()) >= _MIN_REDACTED_CHARS),
-                                    key=len, reverse=True)
+        self.redact_values = sorted(
+            (v.strip() for v in values if len(v.strip()) >= _MIN_REDACTED_CHARS),
+            key=len,
+            reverse=True,
+        )
 
-    async def fetch(self, url: str, method: str = "GET", headers: dict[str, str] | None = None,
-                    body: Any = None) -> FetchResult:
+    async def fetch(
+        self, url: str, method: str = "GET", headers: dict[str, str] | None = None, body: Any = None
+    ) -> FetchResult:
         """Make the request, following allowed redirects; status, headers, text, url.
 
         Raises ToolError if the URL, a redirect or an address is refused, the response
         is too large, the deadline passes, or the request fails.
         """
         try:
-            return await asyncio.wait_for(self._fetch(url, method, headers, body),
-                                          self.timeout_s)
+            return await asyncio.wait_for(self._fetch(url, method, headers, body), self.timeout_s)
         except asyncio.TimeoutError:
             raise ToolError(f"the request took longer than {self.timeout_s:g} s") from None
 
-    async def _fetch(self, url: str, method: str, headers: dict[str, str] | None,
-                     body: Any) -> FetchResult:
+    async def _fetch(
+        self, url: str, method: str, headers: dict[str, str] | None, body: Any
+    ) -> FetchResult:
         import httpx
 
         method = method.upper()
         if method not in _METHODS:
-            raise ToolError(f"method {method!r} is not allowed; use one of "
-                            + ", ".join(sorted(_METHODS)))
+            raise ToolError(
+                f"method {method!r} is not allowed; use one of " + ", ".join(sorted(_METHODS))
+            )
         script_headers = _check_headers(headers or {})
         content = _encode_body(body, script_headers)
         try:
@@ -334,21 +381,23 @@ class _Fetcher:
                 return outcome
             status, location = outcome
             if hop == self.max_redirects:
-                raise ToolError(f"more than {self.max_redirects} redirects; stopped at "
-                                f"{self.redact(str(current))}")
+                raise ToolError(
+                    f"more than {self.max_redirects} redirects; stopped at "
+                    f"{self.redact(str(current))}"
+                )
             try:
                 nxt = current.join(location)
             except (httpx.InvalidURL, TypeError, ValueError):
-                raise ToolError(f"the server redirected to an invalid URL "
-                                f"({self.redact(location)!r})") from None
+                raise ToolError(
+                    f"the server redirected to an invalid URL ({self.redact(location)!r})"
+                ) from None
             if _origin(nxt) != _origin(current):
                 for name in list(script_headers):
                     if name.lower() in _CREDENTIAL_HEADERS:
                         del script_headers[name]
             if current.scheme == "https" and nxt.scheme == "http":
                 downgraded = True
-            if (status == 303 and method != "HEAD") or (status in (301, 302)
-                                                         and method == "POST"):
+            if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
                 method, content = "GET", None
                 for name in list(script_headers):
                     if name.lower() == "content-type":
@@ -363,8 +412,10 @@ class _Fetcher:
         if scheme not in _DEFAULT_PORTS:
             raise ToolError(f"only http and https URLs can be fetched, not {shown!r}")
         if url.userinfo:
-            raise ToolError("credentials in the URL (user:password@) are not supported; "
-                            "send an Authorization header instead")
+            raise ToolError(
+                "credentials in the URL (user:password@) are not supported; "
+                "send an Authorization header instead"
+            )
         try:
             host = _norm_host(url)
         except UnicodeError:
@@ -386,8 +437,9 @@ class _Fetcher:
             return [str(target.ip_literal)]
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM,
-                                           proto=socket.IPPROTO_TCP)
+            infos = await loop.getaddrinfo(
+                target.host, target.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
         except (OSError, UnicodeError):
             raise ToolError(f"could not resolve the host {target.host}") from None
         found: list[str] = []
@@ -396,8 +448,10 @@ class _Fetcher:
             if ip is None:
                 continue
             if not self.allow_private and not is_public_address(ip):
-                raise ToolError(f"the host {target.host} resolves to a private, loopback or "
-                                "reserved address; refused")
+                raise ToolError(
+                    f"the host {target.host} resolves to a private, loopback or "
+                    "reserved address; refused"
+                )
             if str(ip) not in found:
                 found.append(str(ip))
         if not found:
@@ -411,9 +465,14 @@ class _Fetcher:
                 out.update(headers)
         return out
 
-    async def _send(self, target: _Target, addresses: list[str], method: str,
-                    headers: dict[str, str], content: bytes | None
-                    ) -> FetchResult | tuple[int, str]:
+    async def _send(
+        self,
+        target: _Target,
+        addresses: list[str],
+        method: str,
+        headers: dict[str, str],
+        content: bytes | None,
+    ) -> FetchResult | tuple[int, str]:
         """Send one request to the first address that connects.
 
         Returns the result for the script, or (status, location) for a redirect.
@@ -425,34 +484,42 @@ class _Fetcher:
         if target.scheme == "https" and target.ip_literal is None:
             extensions["sni_hostname"] = target.host
         timeout = httpx.Timeout(self.timeout_s)
-        async with httpx.AsyncClient(trust_env=False, verify=self._ssl_context(),
-                                     follow_redirects=False, timeout=timeout) as client:
+        async with httpx.AsyncClient(
+            trust_env=False, verify=self._ssl_context(), follow_redirects=False, timeout=timeout
+        ) as client:
             failure = ""
             for ip in addresses:
-                request = client.build_request(method, target.url.copy_with(host=ip),
-                                               headers=headers, content=content,
-                                               extensions=extensions)
+                request = client.build_request(
+                    method,
+                    target.url.copy_with(host=ip),
+                    headers=headers,
+                    content=content,
+                    extensions=extensions,
+                )
                 try:
                     response = await client.send(request, stream=True)
                 except httpx.ConnectError as exc:
                     failure = str(exc)
                     continue
                 except httpx.TimeoutException:
-                    raise ToolError(f"the request took longer than {self.timeout_s:g} s") \
-                        from None
+                    raise ToolError(f"the request took longer than {self.timeout_s:g} s") from None
                 except httpx.HTTPError as exc:
-                    raise ToolError(f"the request to {target.host_header} failed: "
-                                    f"{self.redact(str(exc)) or type(exc).__name__}") from None
+                    raise ToolError(
+                        f"the request to {target.host_header} failed: "
+                        f"{self.redact(str(exc)) or type(exc).__name__}"
+                    ) from None
                 try:
                     return await self._receive(target, method, response)
                 finally:
                     await response.aclose()
         reason = self.redact(failure)
-        raise ToolError(f"could not connect to {target.host_header}"
-                        + (f": {reason}" if reason else ""))
+        raise ToolError(
+            f"could not connect to {target.host_header}" + (f": {reason}" if reason else "")
+        )
 
-    async def _receive(self, target: _Target, method: str, response: httpx.Response
-                       ) -> FetchResult | tuple[int, str]:
+    async def _receive(
+        self, target: _Target, method: str, response: httpx.Response
+    ) -> FetchResult | tuple[int, str]:
         """Read the response (capped) into the result, or (status, location) of a redirect.
 
         Raises ToolError if the body is too large, corrupt, or cannot be read in time.
@@ -489,8 +556,10 @@ class _Fetcher:
         except httpx.TimeoutException:
             raise ToolError(f"the request took longer than {self.timeout_s:g} s") from None
         except httpx.HTTPError as exc:
-            raise ToolError(f"reading the response from {target.host_header} failed: "
-                            f"{self.redact(str(exc)) or type(exc).__name__}") from None
+            raise ToolError(
+                f"reading the response from {target.host_header} failed: "
+                f"{self.redact(str(exc)) or type(exc).__name__}"
+            ) from None
         charset = response.charset_encoding or "utf-8"
         try:
             codecs.lookup(charset)
@@ -538,8 +607,9 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
             raise ToolError(f"the value of header {name!r} contains a line break or NUL")
         lower = name.lower()
         if lower in _MANAGED_HEADERS:
-            raise ToolError(f"the {name} header is set by the host (from the URL and body); "
-                            "leave it out")
+            raise ToolError(
+                f"the {name} header is set by the host (from the URL and body); leave it out"
+            )
         if lower == "accept-encoding":
             continue  # always identity: we read (and cap) the body ourselves
         out[name] = value
@@ -560,5 +630,6 @@ def _encode_body(body: Any, headers: dict[str, str]) -> bytes | None:
             headers["Content-Type"] = "application/json"
         return json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (UnicodeEncodeError, ValueError, TypeError):
-        raise ToolError("the body cannot be encoded (unpaired surrogates or a non-JSON "
-                        "number)") from None
+        raise ToolError(
+            "the body cannot be encoded (unpaired surrogates or a non-JSON number)"
+        ) from None

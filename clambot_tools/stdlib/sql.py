@@ -36,16 +36,32 @@ _SAFE_INT = (1 << 53) - 1
 _PROGRESS_STEPS = 2000
 
 #: pragmas that take a table or index name and only describe it
-_PRAGMAS_WITH_NAME = frozenset({
-    "table_info", "table_xinfo", "index_list", "index_info", "index_xinfo",
-    "foreign_key_list",
-})
+_PRAGMAS_WITH_NAME = frozenset(
+    {
+        "table_info",
+        "table_xinfo",
+        "index_list",
+        "index_info",
+        "index_xinfo",
+        "foreign_key_list",
+    }
+)
 #: pragmas allowed only as reads (no value given)
-_PRAGMAS_READ_ONLY = frozenset({
-    "encoding", "user_version", "application_id", "schema_version", "page_size",
-    "page_count", "freelist_count", "collation_list", "function_list", "module_list",
-    "pragma_list",
-})
+_PRAGMAS_READ_ONLY = frozenset(
+    {
+        "encoding",
+        "user_version",
+        "application_id",
+        "schema_version",
+        "page_size",
+        "page_count",
+        "freelist_count",
+        "collation_list",
+        "function_list",
+        "module_list",
+        "pragma_list",
+    }
+)
 _ARGS = ConfigDict(extra="forbid", strict=True)
 
 
@@ -123,8 +139,11 @@ def bindings(
     for cap_name, cap in (("max_rows", max_rows), ("max_result_bytes", max_result_bytes)):
         if isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0:
             raise ConfigError(f"sql.bindings: {cap_name} must be an int > 0, got {cap!r}")
-    if (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
-            or not 0 < timeout_s < float("inf")):
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, (int, float))
+        or not 0 < timeout_s < float("inf")
+    ):
         raise ConfigError(f"sql.bindings: timeout_s must be a number > 0, got {timeout_s!r}")
     if not isinstance(prefix, str):
         raise ConfigError("sql.bindings: prefix must be a str")
@@ -133,21 +152,33 @@ def bindings(
         raise ConfigError(f"sql.bindings: {path!r} is not an existing database file")
     db = _Database(os.path.abspath(path), max_rows, max_result_bytes, float(timeout_s))
     return [
-        binding(db.query, name=f"{prefix}query", args_schema=_QueryArgs, effects=("read",),
-                description=(
-                    "Run one read-only SQL statement on the SQLite database and return "
-                    "{columns, rows, truncated}: rows are arrays in column order. Pass values "
-                    "as params ('?' with a list, ':name' with an object) rather than in the "
-                    "SQL text. The database cannot be changed: INSERT, UPDATE, DELETE, "
-                    "CREATE, DROP, ATTACH and most PRAGMAs fail. At most "
-                    f"{max_rows} rows and {max_result_bytes} bytes come back (truncated is "
-                    f"then true); a statement running over {timeout_s:g} s is stopped. BLOBs "
-                    "come back as base64 strings, integers beyond 2^53 as strings.")),
-        binding(db.tables, name=f"{prefix}tables", args_schema=_NoArgs, effects=("read",),
-                description=(
-                    "List the tables and views of the SQLite database with their columns: "
-                    "returns {tables: [{name, type, columns: [{name, type, nullable, "
-                    "primary_key}]}], truncated}. Call it first to learn the schema.")),
+        binding(
+            db.query,
+            name=f"{prefix}query",
+            args_schema=_QueryArgs,
+            effects=("read",),
+            description=(
+                "Run one read-only SQL statement on the SQLite database and return "
+                "{columns, rows, truncated}: rows are arrays in column order. Pass values "
+                "as params ('?' with a list, ':name' with an object) rather than in the "
+                "SQL text. The database cannot be changed: INSERT, UPDATE, DELETE, "
+                "CREATE, DROP, ATTACH and most PRAGMAs fail. At most "
+                f"{max_rows} rows and {max_result_bytes} bytes come back (truncated is "
+                f"then true); a statement running over {timeout_s:g} s is stopped. BLOBs "
+                "come back as base64 strings, integers beyond 2^53 as strings."
+            ),
+        ),
+        binding(
+            db.tables,
+            name=f"{prefix}tables",
+            args_schema=_NoArgs,
+            effects=("read",),
+            description=(
+                "List the tables and views of the SQLite database with their columns: "
+                "returns {tables: [{name, type, columns: [{name, type, nullable, "
+                "primary_key}]}], truncated}. Call it first to learn the schema."
+            ),
+        ),
     ]
 
 
@@ -162,20 +193,29 @@ class _Guard:
         """SQLite's progress handler: non-zero stops the statement."""
         return 1 if time.monotonic() > self.deadline else 0
 
-    def authorize(self, action: int, arg1: str | None, arg2: str | None,
-                  db_name: str | None, trigger: str | None) -> int:
+    def authorize(
+        self,
+        action: int,
+        arg1: str | None,
+        arg2: str | None,
+        db_name: str | None,
+        trigger: str | None,
+    ) -> int:
         """SQLite's authorizer: refuse ATTACH/DETACH and pragmas that are not plain reads."""
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
-            self.refusal = ("ATTACH, DETACH and VACUUM are not allowed: only this one "
-                            "database can be read")
+            self.refusal = (
+                "ATTACH, DETACH and VACUUM are not allowed: only this one database can be read"
+            )
             return sqlite3.SQLITE_DENY
         if action == sqlite3.SQLITE_PRAGMA:
             pragma = (arg1 or "").lower()
             if pragma in _PRAGMAS_WITH_NAME or (pragma in _PRAGMAS_READ_ONLY and arg2 is None):
                 return sqlite3.SQLITE_OK
-            self.refusal = (f"PRAGMA {pragma} is not allowed; allowed: "
-                            + ", ".join(sorted(_PRAGMAS_WITH_NAME | _PRAGMAS_READ_ONLY))
-                            + " (reading only)")
+            self.refusal = (
+                f"PRAGMA {pragma} is not allowed; allowed: "
+                + ", ".join(sorted(_PRAGMAS_WITH_NAME | _PRAGMAS_READ_ONLY))
+                + " (reading only)"
+            )
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -183,15 +223,15 @@ class _Guard:
 class _Database:
     """The operations behind the bindings, on one database file and its caps."""
 
-    def __init__(self, abs_path: str, max_rows: int, max_result_bytes: int,
-                 timeout_s: float) -> None:
+    def __init__(
+        self, abs_path: str, max_rows: int, max_result_bytes: int, timeout_s: float
+    ) -> None:
         self.uri = f"file:{urllib.parse.quote(abs_path)}?mode=ro"
         self.max_rows = max_rows
         self.max_result_bytes = max_result_bytes
         self.timeout_s = timeout_s
 
-    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None
-              ) -> QueryResult:
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> QueryResult:
         """Run the statement `sql` with `params`; its columns and (capped) rows.
 
         Raises ToolError if SQLite refuses or fails the statement (a write, ATTACH, a
@@ -211,7 +251,8 @@ class _Database:
                         raise ToolError(
                             f"the first row alone is larger than the {self.max_result_bytes}"
                             "-byte result limit; select fewer or shorter columns "
-                            "(e.g. substr(col, 1, 1000))")
+                            "(e.g. substr(col, 1, 1000))"
+                        )
                     truncated = True
                     break
                 rows.append(row)
@@ -228,16 +269,26 @@ class _Database:
         with self._connect() as (conn, guard), self._sqlite_errors(guard):
             found = conn.execute(
                 "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') "
-                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name").fetchall()
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+            ).fetchall()
             if len(found) > self.max_rows:
-                found, truncated = found[:self.max_rows], True
+                found, truncated = found[: self.max_rows], True
             for name, kind in found:
                 cols = conn.execute(
                     'SELECT name, type, "notnull", pk FROM pragma_table_xinfo(?) '
-                    "WHERE hidden != 1 ORDER BY cid", (name,)).fetchall()
-                tables.append({"name": name, "type": kind, "columns": [
-                    {"name": c, "type": t, "nullable": not nn, "primary_key": pk > 0}
-                    for c, t, nn, pk in cols]})
+                    "WHERE hidden != 1 ORDER BY cid",
+                    (name,),
+                ).fetchall()
+                tables.append(
+                    {
+                        "name": name,
+                        "type": kind,
+                        "columns": [
+                            {"name": c, "type": t, "nullable": not nn, "primary_key": pk > 0}
+                            for c, t, nn, pk in cols
+                        ],
+                    }
+                )
         return {"tables": tables, "truncated": truncated}
 
     @contextmanager
@@ -245,8 +296,7 @@ class _Database:
         """A fresh read-only connection with its deadline and authorizer; closed after."""
         guard = _Guard(self.timeout_s)
         try:
-            conn = sqlite3.connect(self.uri, uri=True, timeout=self.timeout_s,
-                                   isolation_level=None)
+            conn = sqlite3.connect(self.uri, uri=True, timeout=self.timeout_s, isolation_level=None)
         except sqlite3.Error:
             raise ToolError("the database could not be opened") from None
         try:
@@ -256,8 +306,9 @@ class _Database:
                 if sys.version_info >= (3, 11):
                     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
                     # no one string or blob may exceed this (randomblob(1e9) and the like)
-                    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH,
-                                  max(32 * _MIB, self.max_result_bytes))
+                    conn.setlimit(
+                        sqlite3.SQLITE_LIMIT_LENGTH, max(32 * _MIB, self.max_result_bytes)
+                    )
                 conn.set_authorizer(guard.authorize)
                 conn.set_progress_handler(guard.progress, _PROGRESS_STEPS)
             except sqlite3.Error:
@@ -279,8 +330,10 @@ class _Database:
         if guard.refusal is not None and ("not authorized" in text or "denied" in text):
             return guard.refusal
         if "readonly database" in text or "read-only" in text:
-            return ("the database is read-only: statements that change it (INSERT, UPDATE, "
-                    "DELETE, CREATE, DROP, ...) are refused")
+            return (
+                "the database is read-only: statements that change it (INSERT, UPDATE, "
+                "DELETE, CREATE, DROP, ...) are refused"
+            )
         if "interrupted" in text and time.monotonic() > guard.deadline:
             return f"the query ran longer than {self.timeout_s:g} s and was stopped"
         if "one statement at a time" in text:

@@ -147,8 +147,10 @@ def to_json_data(value: Any, name: str, depth: int = 0) -> Any:
         return [to_json_data(v, name, depth + 1) for v in value]
     cls = type(value)
     if cls.__name__ == "Command" and cls.__module__.startswith("langgraph"):
-        raise TypeError(f"tools.{name} returned a LangGraph Command, which a script cannot "
-                        "apply; call this tool directly instead")
+        raise TypeError(
+            f"tools.{name} returned a LangGraph Command, which a script cannot "
+            "apply; call this tool directly instead"
+        )
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_json_data(dataclasses.asdict(value), name, depth + 1)
     return str(value)
@@ -183,7 +185,8 @@ def _return_hint(func: Any) -> Any:
     target = func if inspect.isroutine(func) else type(func).__call__
     try:
         return typing.get_type_hints(target, include_extras=True).get(
-            "return", inspect.Parameter.empty)
+            "return", inspect.Parameter.empty
+        )
     except Exception:  # noqa: BLE001 - unresolvable annotations: the type stays unknown
         return inspect.Parameter.empty
 
@@ -213,7 +216,8 @@ class ToolSpec:
         if not isinstance(tool, BaseTool):
             raise ConfigError(
                 f"tools= takes LangChain tools (BaseTool, @tool functions), got "
-                f"{type(tool).__name__}; grant plain Python callables with bindings=")
+                f"{type(tool).__name__}; grant plain Python callables with bindings="
+            )
         schema_src = tool.tool_call_schema
         schema: dict[str, Any]
         if isinstance(schema_src, dict):
@@ -225,7 +229,8 @@ class ToolSpec:
         target = tool
         if tool.handle_tool_error or tool.handle_validation_error:
             target = tool.model_copy(
-                update={"handle_tool_error": False, "handle_validation_error": False})
+                update={"handle_tool_error": False, "handle_validation_error": False}
+            )
         func = getattr(tool, "func", None)
         coro = getattr(tool, "coroutine", None)
         returns: Any = inspect.Parameter.empty
@@ -233,8 +238,7 @@ class ToolSpec:
             returns = _return_hint(func or coro)
         # a StructuredTool made from a coroutine only cannot be invoked synchronously
         async_only = func is None and coro is not None
-        return cls(target, tuple(effects), _schema_model(tool.name, schema), returns,
-                   async_only)
+        return cls(target, tuple(effects), _schema_model(tool.name, schema), returns, async_only)
 
     @property
     def name(self) -> str:
@@ -249,8 +253,15 @@ class ToolSpec:
 
         if self.returns is not inspect.Parameter.empty:
             call.__annotations__ = {"return": self.returns}
-        return Binding(self.name, call, self.tool.description, self.effects,
-                       self.args_model, is_async=False, var_keyword=True)
+        return Binding(
+            self.name,
+            call,
+            self.tool.description,
+            self.effects,
+            self.args_model,
+            is_async=False,
+            var_keyword=True,
+        )
 
     def bind(self, state: RunState, *, use_async: bool) -> Binding:
         """The binding for one run: it invokes the tool with the run's config.
@@ -280,8 +291,15 @@ class ToolSpec:
             return to_json_data(out, name)
 
         is_async = use_async or self.async_only
-        return Binding(name, acall if is_async else call, tool.description, self.effects,
-                       self.args_model, is_async=is_async, var_keyword=True)
+        return Binding(
+            name,
+            acall if is_async else call,
+            tool.description,
+            self.effects,
+            self.args_model,
+            is_async=is_async,
+            var_keyword=True,
+        )
 
 
 def guard_binding(b: Binding, state: RunState) -> Binding:

@@ -64,8 +64,9 @@ def approval_payload(request: ApprovalRequest) -> ApprovalInterrupt:
     """The interrupt value for `request`; its request_id is a digest of the binding and
     its arguments (the same call gets the same id when the script runs again)."""
     args = _jsonable(dict(request.args))
-    canonical = json.dumps({"binding": request.binding, "args": args}, sort_keys=True,
-                           ensure_ascii=False, default=str)
+    canonical = json.dumps(
+        {"binding": request.binding, "args": args}, sort_keys=True, ensure_ascii=False, default=str
+    )
     request_id = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     shown = json.dumps(args, ensure_ascii=False, default=str)
     if len(shown) > 500:
@@ -99,8 +100,9 @@ def parse_answer(answer: Any, request_id: str) -> Approval:
     if isinstance(answer, Mapping):
         rid = answer.get("request_id")
         if rid is not None and rid != request_id:
-            logger.warning("approval answer for request %s applied to request %s: denied",
-                           rid, request_id)
+            logger.warning(
+                "approval answer for request %s applied to request %s: denied", rid, request_id
+            )
             return Approval.DENY
         answer = answer.get("decision", answer.get("type", answer.get("approved")))
     if isinstance(answer, Approval):
@@ -265,8 +267,9 @@ def run_approver(approve: Approver, state: RunState, session: SessionApprovals) 
             except bubble_up_types() as exc:
                 return on_pause(request, seq, exc)
             except Exception as exc:
-                logger.warning("the approver failed, so tools.%s is denied: %s",
-                               request.binding, exc)
+                logger.warning(
+                    "the approver failed, so tools.%s is denied: %s", request.binding, exc
+                )
                 raise
             if not inspect.isawaitable(answer):
                 return on_answer(request, seq, answer)

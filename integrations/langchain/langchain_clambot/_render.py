@@ -43,8 +43,10 @@ def cap(text: str, limit: int, what: str) -> str:
     """`text`, cut to `limit` characters with a marker saying how much was cut."""
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}... [cut: {len(text) - limit} more characters of {what}, " \
+    return (
+        f"{text[:limit]}... [cut: {len(text) - limit} more characters of {what}, "
         f"{len(text)} in all]"
+    )
 
 
 def _default(value: Any) -> Any:
@@ -55,8 +57,9 @@ def _default(value: Any) -> Any:
 def value_json(value: Any) -> str:
     """The run's value as compact JSON (NaN and infinities spelt as in JavaScript)."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=True,
-                          default=_default)
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=True, default=_default
+        )
     except (TypeError, ValueError):  # e.g. nesting too deep for json: show something
         return repr(value)
 
@@ -71,8 +74,10 @@ def render_success(result: RunResult, *, max_value_chars: int, max_log_chars: in
     """The model's view of a run that succeeded: its value as JSON, then its logs."""
     value = result.value
     if value is None:
-        head = "Result: null (the last expression was null or undefined; the value of " \
+        head = (
+            "Result: null (the last expression was null or undefined; the value of "
             "the script's last expression is the result)"
+        )
     else:
         if isinstance(value, float) and not math.isfinite(value):
             text = "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
@@ -117,7 +122,7 @@ def _clip(text: str, start: int) -> str:
 
 
 def _call_stack(err: RunError) -> str | None:
-    """"f (line 1:25) <- line 3:1" when the error came from inside a function call."""
+    """ "f (line 1:25) <- line 3:1" when the error came from inside a function call."""
     if not err.stack:
         return None
     frames = [m.groupdict() for m in _STACK_FRAME.finditer(err.stack)]
@@ -132,8 +137,14 @@ def _call_stack(err: RunError) -> str | None:
     return "Call stack: " + " <- ".join(parts) + more
 
 
-def render_error(result: RunResult, script: str, *, max_log_chars: int, tool_name: str,
-                 calls_done: Mapping[str, int] | None = None) -> str:
+def render_error(
+    result: RunResult,
+    script: str,
+    *,
+    max_log_chars: int,
+    tool_name: str,
+    calls_done: Mapping[str, int] | None = None,
+) -> str:
     """The model's view of a failed run: kind, name, message, the line with a short code
     frame, the call stack when the error came from a function, the logs written before
     the error, the tool calls that completed before it (their effects happened), and a

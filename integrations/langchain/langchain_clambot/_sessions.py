@@ -273,8 +273,13 @@ class LiveSession:
             if self.rev == rev:
                 return None
             m = self._mark
-            if (m is not None and where.step is not None and m.step == where.step
-                    and m.base == rev and where.call not in m.calls):
+            if (
+                m is not None
+                and where.step is not None
+                and m.step == where.step
+                and m.base == rev
+                and where.call not in m.calls
+            ):
                 return None
         try:
             if stored is None:
@@ -297,8 +302,11 @@ class LiveSession:
     def rollback(self) -> None:
         """Put the live session back to the revision it held before the run."""
         try:
-            fresh = (self.sandbox.restore(self.snapshot) if self.snapshot is not None
-                     else self.sandbox.session())
+            fresh = (
+                self.sandbox.restore(self.snapshot)
+                if self.snapshot is not None
+                else self.sandbox.session()
+            )
         except SnapshotError:  # pragma: no cover - our own bytes: restore from the state
             self.drop()
             return
@@ -319,8 +327,9 @@ class LiveSession:
             else:
                 self._mark = _StepMark(where.step, base, {where.call})
         self.rev, self.seq, self.snapshot = uuid.uuid4().hex, self.seq + 1, data
-        return JSSessionRecord(snapshot=base64.b64encode(data).decode("ascii"),
-                               rev=self.rev, seq=self.seq)
+        return JSSessionRecord(
+            snapshot=base64.b64encode(data).decode("ascii"), rev=self.rev, seq=self.seq
+        )
 
     def drop(self) -> None:
         """Forget the live session: the next run restores it from the state."""

@@ -185,9 +185,9 @@ class SandboxedJSTool(BaseTool):
     name: str = DEFAULT_NAME
     description: str = ""
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
-    handle_tool_error: (
-        bool | str | Callable[[ToolException], ToolExceptionHandlerOutput] | None
-    ) = True
+    handle_tool_error: bool | str | Callable[[ToolException], ToolExceptionHandlerOutput] | None = (
+        True
+    )
     max_value_chars: int = Field(default=4000, ge=100)
     max_log_chars: int = Field(default=2000, ge=100)
     sessions: bool = False
@@ -233,17 +233,20 @@ class SandboxedJSTool(BaseTool):
         )
         plain = tuple(binding(b) for b in bindings)
         # The template sandbox checks names, effects and the guest, and describes `tools`.
-        template = Sandbox(limits=limits, policy=policy,
-                           bindings=[s.template() for s in specs] + list(plain))
+        template = Sandbox(
+            limits=limits, policy=policy, bindings=[s.template() for s in specs] + list(plain)
+        )
         declaration = template.describe_tools() if template.bindings else ""
         sessions = bool(kwargs.get("sessions", False))
         if "description" not in kwargs:
             kwargs["description"] = _description(limits, declaration, sessions=sessions)
         if sessions:
             if kwargs.get("response_format", "content") != "content":
-                raise ConfigError("a session tool returns a LangGraph Command (whose "
-                                  "ToolMessage carries the RunResult as its artifact): "
-                                  'leave response_format unset or "content"')
+                raise ConfigError(
+                    "a session tool returns a LangGraph Command (whose "
+                    "ToolMessage carries the RunResult as its artifact): "
+                    'leave response_format unset or "content"'
+                )
             kwargs["response_format"] = "content"
             kwargs.setdefault("args_schema", session_input())
         kwargs.setdefault("args_schema", SandboxedJSInput)
@@ -273,8 +276,9 @@ class SandboxedJSTool(BaseTool):
 
     # -- one run
 
-    def _run_bindings(self, state: RunState, *,
-                      use_async: bool) -> tuple[list[Binding], Approver | None]:
+    def _run_bindings(
+        self, state: RunState, *, use_async: bool
+    ) -> tuple[list[Binding], Approver | None]:
         """The bindings and the approver of one run, bound to `state`."""
         bindings = [s.bind(state, use_async=use_async) for s in self._specs]
         bindings += [guard_binding(b, state) for b in self._bindings]
@@ -289,8 +293,7 @@ class SandboxedJSTool(BaseTool):
         policy = self._policy
         if approve is not None:
             policy = dataclasses.replace(policy, approve=approve)
-        return Sandbox(limits=self._limits, bindings=bindings, policy=policy,
-                       audit=self._audit)
+        return Sandbox(limits=self._limits, bindings=bindings, policy=policy, audit=self._audit)
 
     def _respond(self, state: RunState, script: str, result: RunResult) -> tuple[str, RunResult]:
         """(content, artifact) for a run that succeeded.
@@ -302,18 +305,25 @@ class SandboxedJSTool(BaseTool):
             raise state.pending
         notes = "".join(f"\nNote: {n}" for n in state.notes)
         if result.ok:
-            content = render_success(result, max_value_chars=self.max_value_chars,
-                                     max_log_chars=self.max_log_chars)
+            content = render_success(
+                result, max_value_chars=self.max_value_chars, max_log_chars=self.max_log_chars
+            )
             return content + notes, result
-        content = render_error(result, script, max_log_chars=self.max_log_chars,
-                               tool_name=self.name, calls_done=state.done)
+        content = render_error(
+            result,
+            script,
+            max_log_chars=self.max_log_chars,
+            tool_name=self.name,
+            calls_done=state.done,
+        )
         raise SandboxToolError(content + notes, result)
 
     def _internal(self, exc: Exception) -> SandboxToolError:
         """Log a failure of the sandbox itself and word it as a tool error."""
         logger.exception("%s: the sandbox failed", self.name, exc_info=exc)
         return SandboxToolError(
-            f"Error (internal): the sandbox could not run the script: {exc}", None)
+            f"Error (internal): the sandbox could not run the script: {exc}", None
+        )
 
     def _run(
         self,
@@ -332,8 +342,7 @@ class SandboxedJSTool(BaseTool):
         ConfigError for a session tool whose graph state has no ``js_session`` key.
         """
         script = strip_code_fences(code)
-        child = patch_config(config, callbacks=run_manager.get_child()) if run_manager \
-            else config
+        child = patch_config(config, callbacks=run_manager.get_child()) if run_manager else config
         state = RunState(child)
         if self.sessions:
             return self._run_session(script, state, config, stored_session, tool_call_id)
@@ -358,12 +367,10 @@ class SandboxedJSTool(BaseTool):
         Raises SandboxToolError, GraphInterrupt or ConfigError as `_run` does.
         """
         script = strip_code_fences(code)
-        child = patch_config(config, callbacks=run_manager.get_child()) if run_manager \
-            else config
+        child = patch_config(config, callbacks=run_manager.get_child()) if run_manager else config
         state = RunState(child)
         if self.sessions:
-            return await self._arun_session(script, state, config, stored_session,
-                                            tool_call_id)
+            return await self._arun_session(script, state, config, stored_session, tool_call_id)
         try:
             result = await self._sandbox(state, use_async=True).arun(script)
         except Exception as exc:
@@ -387,12 +394,12 @@ class SandboxedJSTool(BaseTool):
         policy = self._policy
         if policy.approve is not None:
             policy = dataclasses.replace(policy, approve=relay.approve)
-        sandbox = Sandbox(limits=self._limits, bindings=bindings, policy=policy,
-                          audit=self._audit)
+        sandbox = Sandbox(limits=self._limits, bindings=bindings, policy=policy, audit=self._audit)
         return LiveSession(sandbox, relay)
 
-    def _session_of(self, config: RunnableConfig, stored_session: Any,
-                    tool_call_id: str | None) -> tuple[Any, Where, LiveSession]:
+    def _session_of(
+        self, config: RunnableConfig, stored_session: Any, tool_call_id: str | None
+    ) -> tuple[Any, Where, LiveSession]:
         """(this tool's stored record or None, where the call runs, its live session).
 
         Raises ConfigError when the graph's state has no ``js_session`` key.
@@ -403,15 +410,16 @@ class SandboxedJSTool(BaseTool):
                 f"'{SESSION_KEY}' key, and this call had none: call it from a LangGraph "
                 "ToolNode (create_agent uses one) whose state declares it: "
                 "create_agent(..., middleware=[JSSessionMiddleware()]), or a state schema "
-                "that mixes in JSSessionState")
-        stored = (stored_session.get(self.name) if isinstance(stored_session, Mapping)
-                  else stored_session)
+                "that mixes in JSSessionState"
+            )
+        stored = (
+            stored_session.get(self.name) if isinstance(stored_session, Mapping) else stored_session
+        )
         assert self._cache is not None
         where = Where.of(config, tool_call_id)
         return stored, where, self._cache.get(where.thread)
 
-    def _sync_session(self, live: LiveSession, stored: Any, where: Where,
-                      state: RunState) -> None:
+    def _sync_session(self, live: LiveSession, stored: Any, where: Where, state: RunState) -> None:
         """Make `live` hold the thread's session as the state has it.
 
         Raises SandboxToolError if it cannot be restored (and on_unreadable_session is
@@ -424,15 +432,26 @@ class SandboxedJSTool(BaseTool):
                 "Error (session): the JavaScript session of this conversation could not "
                 f"be restored, so the script did not run: {exc}.\nThis is not a mistake "
                 "in the script: tell the user that the JavaScript state of this "
-                "conversation cannot be read by this version of the tool.", None) from None
+                "conversation cannot be read by this version of the tool.",
+                None,
+            ) from None
         if reason is not None:
-            state.note(f"the JavaScript session of this conversation could not be restored "
-                       f"({reason}), so this script ran in a new, empty session: what "
-                       "earlier scripts defined is gone.")
+            state.note(
+                f"the JavaScript session of this conversation could not be restored "
+                f"({reason}), so this script ran in a new, empty session: what "
+                "earlier scripts defined is gone."
+            )
 
-    def _session_result(self, live: LiveSession, state: RunState, script: str,
-                        result: RunResult, stored: Any, where: Where,
-                        tool_call_id: str) -> Any:
+    def _session_result(
+        self,
+        live: LiveSession,
+        state: RunState,
+        script: str,
+        result: RunResult,
+        stored: Any,
+        where: Where,
+        tool_call_id: str,
+    ) -> Any:
         """The Command for a run in `live`: its ToolMessage and the session's new
         snapshot for the state. A run that failed or paused changes nothing: the
         session is put back as it was (and the error or interrupt raised)."""
@@ -440,9 +459,11 @@ class SandboxedJSTool(BaseTool):
 
         err = result.error
         if err is not None and err.message.startswith("redeclaration of"):
-            state.note("this conversation's session keeps what earlier scripts declared: "
-                       "assign to that name (without let, const or class), or pick "
-                       "another name.")
+            state.note(
+                "this conversation's session keeps what earlier scripts declared: "
+                "assign to that name (without let, const or class), or pick "
+                "another name."
+            )
         try:
             content, result = self._respond(state, script, result)
         except BaseException:
@@ -454,12 +475,19 @@ class SandboxedJSTool(BaseTool):
         except Exception as exc:
             live.drop()
             raise self._internal(exc) from exc
-        message = ToolMessage(content=content, artifact=result, tool_call_id=tool_call_id,
-                              name=self.name)
+        message = ToolMessage(
+            content=content, artifact=result, tool_call_id=tool_call_id, name=self.name
+        )
         return Command(update={"messages": [message], SESSION_KEY: {self.name: record}})
 
-    def _run_session(self, script: str, state: RunState, config: RunnableConfig,
-                     stored_session: Any, tool_call_id: str | None) -> Any:
+    def _run_session(
+        self,
+        script: str,
+        state: RunState,
+        config: RunnableConfig,
+        stored_session: Any,
+        tool_call_id: str | None,
+    ) -> Any:
         """`_run` in the thread's session. Raises as `_run` does."""
         stored, where, live = self._session_of(config, stored_session, tool_call_id)
         assert tool_call_id is not None
@@ -472,11 +500,16 @@ class SandboxedJSTool(BaseTool):
             except Exception as exc:
                 live.drop()
                 raise self._internal(exc) from exc
-            return self._session_result(live, state, script, result, stored, where,
-                                        tool_call_id)
+            return self._session_result(live, state, script, result, stored, where, tool_call_id)
 
-    async def _arun_session(self, script: str, state: RunState, config: RunnableConfig,
-                            stored_session: Any, tool_call_id: str | None) -> Any:
+    async def _arun_session(
+        self,
+        script: str,
+        state: RunState,
+        config: RunnableConfig,
+        stored_session: Any,
+        tool_call_id: str | None,
+    ) -> Any:
         """`_arun` in the thread's session. Raises as `_run` does.
 
         Cancelled, it hands the session to a thread that closes it once the cancelled
@@ -494,14 +527,17 @@ class SandboxedJSTool(BaseTool):
                 result = await live.session.arun(script)
             except asyncio.CancelledError:
                 release = False
-                threading.Thread(target=_drop_and_release, args=(live,), daemon=True,
-                                 name="clambot-session-close").start()
+                threading.Thread(
+                    target=_drop_and_release,
+                    args=(live,),
+                    daemon=True,
+                    name="clambot-session-close",
+                ).start()
                 raise
             except Exception as exc:
                 live.drop()
                 raise self._internal(exc) from exc
-            return self._session_result(live, state, script, result, stored, where,
-                                        tool_call_id)
+            return self._session_result(live, state, script, result, stored, where, tool_call_id)
         finally:
             if release:
                 live.lock.release()
@@ -520,8 +556,12 @@ def _description(limits: Limits, declaration: str, *, sessions: bool = False) ->
     what is kept between runs), the limits, then the TypeScript declaration of `tools`
     when any are granted."""
     outside = " except the tools below" if declaration else ""
-    text = _ABOUT.format(outside=outside, timeout=limits.timeout_s, memory=limits.memory_mb,
-                         memory_rule=_KEPT if sessions else _FRESH)
+    text = _ABOUT.format(
+        outside=outside,
+        timeout=limits.timeout_s,
+        memory=limits.memory_mb,
+        memory_rule=_KEPT if sessions else _FRESH,
+    )
     if declaration:
         text += "\n" + _TOOLS.format(declaration=declaration)
     return text

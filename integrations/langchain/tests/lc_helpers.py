@@ -28,15 +28,21 @@ def scripted(*messages: AIMessage) -> ScriptedChatModel:
 
 def js_call(code: str, call_id: str, name: str = "run_js_sandboxed") -> AIMessage:
     """An AIMessage asking to run `code` with the sandboxed JS tool."""
-    return AIMessage(content="", tool_calls=[{"name": name, "args": {"code": code},
-                                              "id": call_id, "type": "tool_call"}])
+    return AIMessage(
+        content="",
+        tool_calls=[{"name": name, "args": {"code": code}, "id": call_id, "type": "tool_call"}],
+    )
 
 
 def js_calls(*calls: tuple[str, str], name: str = "run_js_sandboxed") -> AIMessage:
     """An AIMessage asking to run several scripts at once: (code, call id) pairs."""
-    return AIMessage(content="", tool_calls=[
-        {"name": name, "args": {"code": code}, "id": call_id, "type": "tool_call"}
-        for code, call_id in calls])
+    return AIMessage(
+        content="",
+        tool_calls=[
+            {"name": name, "args": {"code": code}, "id": call_id, "type": "tool_call"}
+            for code, call_id in calls
+        ],
+    )
 
 
 def session_agent(model: Any, checkpointer: Any = None, **tool_kwargs: Any) -> Any:
@@ -46,5 +52,4 @@ def session_agent(model: Any, checkpointer: Any = None, **tool_kwargs: Any) -> A
     from langchain_clambot import JSSessionMiddleware, SandboxedJSTool
 
     js = SandboxedJSTool(sessions=True, **tool_kwargs)
-    return create_agent(model, [js], middleware=[JSSessionMiddleware()],
-                        checkpointer=checkpointer)
+    return create_agent(model, [js], middleware=[JSSessionMiddleware()], checkpointer=checkpointer)

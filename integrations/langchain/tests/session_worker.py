@@ -26,10 +26,12 @@ def main() -> None:
     calls = [js_call(code, f"w{i}") for i, code in enumerate(codes)]
     with sqlite3.connect(db, check_same_thread=False) as conn:
         agent = session_agent(scripted(*calls, AIMessage("done")), SqliteSaver(conn))
-        before = len(agent.get_state({"configurable": {"thread_id": thread}})
-                     .values.get("messages", []))
-        out = agent.invoke({"messages": [HumanMessage("go on")]},
-                           {"configurable": {"thread_id": thread}})
+        before = len(
+            agent.get_state({"configurable": {"thread_id": thread}}).values.get("messages", [])
+        )
+        out = agent.invoke(
+            {"messages": [HumanMessage("go on")]}, {"configurable": {"thread_id": thread}}
+        )
     new = [m for m in out["messages"][before:] if isinstance(m, ToolMessage)]
     print(json.dumps([[m.status, m.content] for m in new]))
 

@@ -36,9 +36,15 @@ class Recorder(BaseCallbackHandler):
         self.tool_runs: list[tuple[str, uuid.UUID, uuid.UUID | None]] = []
         self._lock = threading.Lock()
 
-    def on_tool_start(self, serialized: dict[str, Any], input_str: str, *,
-                      run_id: uuid.UUID, parent_run_id: uuid.UUID | None = None,
-                      **kwargs: Any) -> None:
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: uuid.UUID,
+        parent_run_id: uuid.UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
         with self._lock:
             self.tool_runs.append((serialized["name"], run_id, parent_run_id))
 
@@ -73,8 +79,16 @@ def make_agent() -> tuple[Any, list[tuple[str, str]]]:
 
 def check_transcript(messages: list[Any], ran: list[tuple[str, str]]) -> None:
     kinds = [type(m).__name__ for m in messages]
-    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage", "ToolMessage",
-                     "AIMessage", "ToolMessage", "AIMessage"]
+    assert kinds == [
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+    ]
     first, broken, repaired = (m for m in messages if isinstance(m, ToolMessage))
 
     assert first.tool_call_id == "call_1" and first.status == "success"
@@ -97,8 +111,12 @@ def check_transcript(messages: list[Any], ran: list[tuple[str, str]]) -> None:
     assert repaired.content == "Result (JSON): 21.5"
     assert messages[-1].content.startswith("It is 21.5")
 
-    assert sorted(ran) == [("get_population", "Paris"), ("get_weather", "Paris"),
-                           ("get_weather", "Paris"), ("get_weather", "Paris")]
+    assert sorted(ran) == [
+        ("get_population", "Paris"),
+        ("get_weather", "Paris"),
+        ("get_weather", "Paris"),
+        ("get_weather", "Paris"),
+    ]
 
 
 def check_nesting(rec: Recorder) -> None:
@@ -113,8 +131,9 @@ def check_nesting(rec: Recorder) -> None:
 def test_agent_loop_sync() -> None:
     agent, ran = make_agent()
     rec = Recorder()
-    out = agent.invoke({"messages": [HumanMessage("Weather and population of Paris?")]},
-                       {"callbacks": [rec]})
+    out = agent.invoke(
+        {"messages": [HumanMessage("Weather and population of Paris?")]}, {"callbacks": [rec]}
+    )
     check_transcript(out["messages"], ran)
     check_nesting(rec)
 
@@ -122,20 +141,24 @@ def test_agent_loop_sync() -> None:
 async def test_agent_loop_async() -> None:
     agent, ran = make_agent()
     rec = Recorder()
-    out = await agent.ainvoke({"messages": [HumanMessage("Weather and population of Paris?")]},
-                              {"callbacks": [rec]})
+    out = await agent.ainvoke(
+        {"messages": [HumanMessage("Weather and population of Paris?")]}, {"callbacks": [rec]}
+    )
     check_transcript(out["messages"], ran)
     check_nesting(rec)
 
 
-@pytest.mark.parametrize("code, kind", [
-    ("while (true) {}", "timeout"),
-    ("const a = []; while (true) a.push(new Array(1e5).fill(1))", "memory"),
-    ("function f(n) { return f(n + 1) + 1 } f(0)", "stack"),
-    ("await tools.nope({})", "runtime"),
-    ("def f():\n  return 1", "syntax"),
-    ("throw null", "runtime"),
-])
+@pytest.mark.parametrize(
+    "code, kind",
+    [
+        ("while (true) {}", "timeout"),
+        ("const a = []; while (true) a.push(new Array(1e5).fill(1))", "memory"),
+        ("function f(n) { return f(n + 1) + 1 } f(0)", "stack"),
+        ("await tools.nope({})", "runtime"),
+        ("def f():\n  return 1", "syntax"),
+        ("throw null", "runtime"),
+    ],
+)
 def test_every_failure_is_a_tool_error_the_loop_survives(code: str, kind: str) -> None:
     js = SandboxedJSTool(limits=Limits(timeout_s=0.3, memory_mb=16))
     model = scripted(js_call(code, "c1"), AIMessage(content="gave up"))

@@ -107,8 +107,10 @@ async def test_denied_after_resume_async() -> None:
 def test_second_approval_in_one_script_is_not_asked() -> None:
     """Resuming re-runs the script: a refund approved before a second pause would run
     twice. So once an approved call went ahead, the next one is refused, not asked."""
-    code = ("const a = await tools.refund({order_id: 'A', amount_eur: 1});\n"
-            "const b = await tools.refund({order_id: 'B', amount_eur: 2});\n[a, b]")
+    code = (
+        "const a = await tools.refund({order_id: 'A', amount_eur: 1});\n"
+        "const b = await tools.refund({order_id: 'B', amount_eur: 2});\n[a, b]"
+    )
     agent, ran = make_agent(code)
     cfg: Any = {"configurable": {"thread_id": "twice"}}
     out = agent.invoke({"messages": [HumanMessage("refund A and B")]}, cfg)
@@ -134,8 +136,10 @@ def test_a_plain_sandbox_loses_the_graph_context() -> None:
         refunds.append(order_id)
         return "ok"
 
-    sb = Sandbox(bindings=[binding(refund, effects=("write",))],
-                 policy=Policy(approve=langgraph_interrupt_approver()))
+    sb = Sandbox(
+        bindings=[binding(refund, effects=("write",))],
+        policy=Policy(approve=langgraph_interrupt_approver()),
+    )
 
     def node(state: MessagesState) -> dict[str, Any]:
         res = sb.run("await tools.refund({order_id: 'A'})")
@@ -144,7 +148,8 @@ def test_a_plain_sandbox_loses_the_graph_context() -> None:
 
     graph = StateGraph(MessagesState).add_node("n", node).add_edge(START, "n")
     out = graph.compile(checkpointer=InMemorySaver()).invoke(
-        {"messages": [HumanMessage("x")]}, {"configurable": {"thread_id": "plain"}})
+        {"messages": [HumanMessage("x")]}, {"configurable": {"thread_id": "plain"}}
+    )
     assert "__interrupt__" not in out
     assert out["messages"][-1].content == "binding_denied"
     assert refunds == []
@@ -158,8 +163,10 @@ def test_plain_bindings_can_interrupt_too() -> None:
         return str(interrupt(question))
 
     js = SandboxedJSTool(bindings=[ask])
-    model = scripted(js_call("'answer: ' + await tools.ask({question: 'color?'})", "c1"),
-                     AIMessage(content="done"))
+    model = scripted(
+        js_call("'answer: ' + await tools.ask({question: 'color?'})", "c1"),
+        AIMessage(content="done"),
+    )
     agent = create_agent(model, [js], checkpointer=InMemorySaver())
     cfg: Any = {"configurable": {"thread_id": "ask"}}
     out = agent.invoke({"messages": [HumanMessage("go")]}, cfg)
@@ -169,20 +176,23 @@ def test_plain_bindings_can_interrupt_too() -> None:
     assert msg.content == 'Result (JSON): "answer: blue"'
 
 
-@pytest.mark.parametrize("answer, expected", [
-    (True, Approval.ALLOW_ONCE),
-    (False, Approval.DENY),
-    ("allow_session", Approval.ALLOW_SESSION),
-    ("approve", Approval.ALLOW_ONCE),
-    ("reject", Approval.DENY),
-    (Approval.ALLOW_ONCE, Approval.ALLOW_ONCE),
-    ({"decision": "allow_once"}, Approval.ALLOW_ONCE),
-    ({"type": "approve"}, Approval.ALLOW_ONCE),
-    ({"decision": "allow_once", "request_id": "other"}, Approval.DENY),
-    ("maybe", Approval.DENY),
-    (None, Approval.DENY),
-    (1, Approval.DENY),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (True, Approval.ALLOW_ONCE),
+        (False, Approval.DENY),
+        ("allow_session", Approval.ALLOW_SESSION),
+        ("approve", Approval.ALLOW_ONCE),
+        ("reject", Approval.DENY),
+        (Approval.ALLOW_ONCE, Approval.ALLOW_ONCE),
+        ({"decision": "allow_once"}, Approval.ALLOW_ONCE),
+        ({"type": "approve"}, Approval.ALLOW_ONCE),
+        ({"decision": "allow_once", "request_id": "other"}, Approval.DENY),
+        ("maybe", Approval.DENY),
+        (None, Approval.DENY),
+        (1, Approval.DENY),
+    ],
+)
 def test_parse_answer(answer: Any, expected: Approval) -> None:
     assert parse_answer(answer, "rid") == expected
 
@@ -217,8 +227,9 @@ def test_allow_session_is_remembered_across_runs() -> None:
     def write(x: int) -> int:
         return x
 
-    js = SandboxedJSTool(bindings=[binding(write, effects=("write",))],
-                         policy=Policy(approve=human))
+    js = SandboxedJSTool(
+        bindings=[binding(write, effects=("write",))], policy=Policy(approve=human)
+    )
     for _ in range(3):
         assert js.invoke({"code": "await tools.write({x: 1})"}) == "Result (JSON): 1"
     assert asked == ["write"]
@@ -237,8 +248,9 @@ async def test_async_approver_runs_in_the_tool_context() -> None:
     def write(x: int) -> int:
         return x
 
-    js = SandboxedJSTool(bindings=[binding(write, effects=("write",))],
-                         policy=Policy(approve=human))
+    js = SandboxedJSTool(
+        bindings=[binding(write, effects=("write",))], policy=Policy(approve=human)
+    )
     out = await js.ainvoke({"code": "await tools.write({x: 2})"}, {"metadata": {"who": "me"}})
     assert out == "Result (JSON): 2"
     assert seen == ["me"]

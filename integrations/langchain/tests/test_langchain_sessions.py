@@ -71,8 +71,11 @@ def the_tool(agent: Any) -> SandboxedJSTool:
 
 def test_one_thread_keeps_its_globals_across_calls_and_turns() -> None:
     model = scripted(
-        js_call("let total = 1", "c1"), js_call("total + 1", "c2"), AIMessage("turn 1"),
-        js_call("total += 10; total", "c3"), AIMessage("turn 2"),
+        js_call("let total = 1", "c1"),
+        js_call("total + 1", "c2"),
+        AIMessage("turn 1"),
+        js_call("total += 10; total", "c3"),
+        AIMessage("turn 2"),
     )
     agent = session_agent(model, InMemorySaver())
     first = turn(agent, "t1")
@@ -85,10 +88,12 @@ def test_one_thread_keeps_its_globals_across_calls_and_turns() -> None:
 
 
 async def test_async_agent_keeps_its_globals() -> None:
-    model = scripted(js_call("const seen = []; function note(x) { seen.push(x); "
-                             "return seen.length }", "c1"),
-                     js_call("note('a'); note('b')", "c2"),
-                     js_call("seen.join('+')", "c3"), AIMessage("done"))
+    model = scripted(
+        js_call("const seen = []; function note(x) { seen.push(x); return seen.length }", "c1"),
+        js_call("note('a'); note('b')", "c2"),
+        js_call("seen.join('+')", "c3"),
+        AIMessage("done"),
+    )
     agent = session_agent(model, InMemorySaver())
     out = await agent.ainvoke({"messages": [HumanMessage("go")]}, cfg("a1"))
     msgs = [m for m in out["messages"] if isinstance(m, ToolMessage)]
@@ -96,8 +101,9 @@ async def test_async_agent_keeps_its_globals() -> None:
 
 
 def test_the_model_is_told_that_globals_are_kept() -> None:
-    assert "kept from one call of this tool to the next" in \
-        SandboxedJSTool(sessions=True).description
+    assert (
+        "kept from one call of this tool to the next" in SandboxedJSTool(sessions=True).description
+    )
     assert "Each run starts fresh" in SandboxedJSTool().description
 
 
@@ -107,9 +113,12 @@ def test_the_model_is_told_that_globals_are_kept() -> None:
 def run_worker(db: Path, thread: str, *codes: str) -> list[list[str]]:
     """Continue `thread` in a new Python process (sharing only the SQLite file)."""
     proc = subprocess.run(
-        [sys.executable, str(HERE / "session_worker.py"), str(db), thread,
-         json.dumps(list(codes))],
-        capture_output=True, text=True, timeout=60, check=False)
+        [sys.executable, str(HERE / "session_worker.py"), str(db), thread, json.dumps(list(codes))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     out: list[list[str]] = json.loads(proc.stdout.strip().splitlines()[-1])
     return out
@@ -128,8 +137,11 @@ def sqlite_db(tmp_path: Path) -> Iterator[tuple[Path, SqliteSaver]]:
 def test_resume_on_another_worker(sqlite_db: tuple[Path, SqliteSaver]) -> None:
     db, saver = sqlite_db
     model = scripted(
-        js_call("let total = 1; function twice(x) { return 2 * x }\n"
-                "const kept = {n: 3, tags: new Set(['a'])}", "c1"),
+        js_call(
+            "let total = 1; function twice(x) { return 2 * x }\n"
+            "const kept = {n: 3, tags: new Set(['a'])}",
+            "c1",
+        ),
         AIMessage("turn 1"),
         js_call("total = twice(total) + kept.n; total", "c2"),
         AIMessage("turn 3"),
@@ -138,8 +150,9 @@ def test_resume_on_another_worker(sqlite_db: tuple[Path, SqliteSaver]) -> None:
     assert [m.status for m in turn(agent, "w")] == ["success"]
 
     # Turn 2 runs in another process: it has no live session, only the checkpoint.
-    assert run_worker(db, "w", "twice(total) + kept.n",
-                      "kept.tags.add('b'); total = 100; [...kept.tags]") == [
+    assert run_worker(
+        db, "w", "twice(total) + kept.n", "kept.tags.add('b'); total = 100; [...kept.tags]"
+    ) == [
         ["success", "Result (JSON): 5"],
         ["success", 'Result (JSON): ["a","b"]'],
     ]
@@ -157,11 +170,16 @@ def test_threads_do_not_see_each_other(max_live: int) -> None:
     """With max_live_sessions=1, each switch of thread evicts the other's live session
     and restores it from the state."""
     model = scripted(
-        js_call("let secret = 'A'; secret", "a1"), AIMessage("a"),
-        js_call("typeof secret", "b1"), AIMessage("b"),
-        js_call("let secret = 'B'; secret", "b2"), AIMessage("b"),
-        js_call("secret", "a2"), AIMessage("a"),
-        js_call("secret", "b3"), AIMessage("b"),
+        js_call("let secret = 'A'; secret", "a1"),
+        AIMessage("a"),
+        js_call("typeof secret", "b1"),
+        AIMessage("b"),
+        js_call("let secret = 'B'; secret", "b2"),
+        AIMessage("b"),
+        js_call("secret", "a2"),
+        AIMessage("a"),
+        js_call("secret", "b3"),
+        AIMessage("b"),
     )
     agent = session_agent(model, InMemorySaver(), max_live_sessions=max_live)
     assert results(turn(agent, "A")) == ['Result (JSON): "A"']
@@ -182,32 +200,37 @@ def foreign_snapshot() -> str:
     data = session.snapshot()
     session.close()
     magic = b"CLAMBOT-SNAPSHOT\n"
-    size = int.from_bytes(data[len(magic):len(magic) + 4], "little")
-    header = json.loads(data[len(magic) + 4:len(magic) + 4 + size])
+    size = int.from_bytes(data[len(magic) : len(magic) + 4], "little")
+    header = json.loads(data[len(magic) + 4 : len(magic) + 4 + size])
     header["guest_sha256"] = "0" * 64
     new = json.dumps(header).encode()
-    out = magic + len(new).to_bytes(4, "little") + new + data[len(magic) + 4 + size:]
+    out = magic + len(new).to_bytes(4, "little") + new + data[len(magic) + 4 + size :]
     return base64.b64encode(out).decode()
 
 
-@pytest.mark.parametrize("record, says", [
-    ({"snapshot": foreign_snapshot(), "rev": "x", "seq": 1}, "another build of the guest"),
-    ({"snapshot": base64.b64encode(b"not a snapshot").decode(), "rev": "x", "seq": 1},
-     "not a ClamBot snapshot"),
-    ({"snapshot": "%%% not base64", "rev": "x", "seq": 1}, "not base64"),
-    ({"snap": "", "rev": "x"}, "fields missing"),
-    ("garbage", "not a record"),
-])
+@pytest.mark.parametrize(
+    "record, says",
+    [
+        ({"snapshot": foreign_snapshot(), "rev": "x", "seq": 1}, "another build of the guest"),
+        (
+            {"snapshot": base64.b64encode(b"not a snapshot").decode(), "rev": "x", "seq": 1},
+            "not a ClamBot snapshot",
+        ),
+        ({"snapshot": "%%% not base64", "rev": "x", "seq": 1}, "not base64"),
+        ({"snap": "", "rev": "x"}, "fields missing"),
+        ("garbage", "not a record"),
+    ],
+)
 def test_an_unreadable_snapshot_is_a_tool_error(record: Any, says: str) -> None:
     model = scripted(js_call("total", "c1"), AIMessage("I could not use the session"))
     agent = session_agent(model, InMemorySaver())
-    out = agent.invoke({"messages": [HumanMessage("go")], "js_session": {NAME: record}},
-                       cfg("bad"))
+    out = agent.invoke({"messages": [HumanMessage("go")], "js_session": {NAME: record}}, cfg("bad"))
     msg = out["messages"][2]
     assert isinstance(msg, ToolMessage) and msg.status == "error"
     assert isinstance(msg.content, str)
-    assert msg.content.startswith("Error (session): the JavaScript session of this "
-                                  "conversation could not be restored")
+    assert msg.content.startswith(
+        "Error (session): the JavaScript session of this conversation could not be restored"
+    )
     assert says in msg.content
     assert out["messages"][-1].content == "I could not use the session"
     assert out["js_session"][NAME] == record  # kept: another build may read it
@@ -215,11 +238,14 @@ def test_an_unreadable_snapshot_is_a_tool_error(record: Any, says: str) -> None:
 
 def test_reset_runs_in_a_new_session_and_says_so() -> None:
     record = {"snapshot": foreign_snapshot(), "rev": "x", "seq": 7}
-    model = scripted(js_call("let fresh = 1; typeof total", "c1"), AIMessage("ok"),
-                     js_call("fresh", "c2"), AIMessage("ok"))
+    model = scripted(
+        js_call("let fresh = 1; typeof total", "c1"),
+        AIMessage("ok"),
+        js_call("fresh", "c2"),
+        AIMessage("ok"),
+    )
     agent = session_agent(model, InMemorySaver(), on_unreadable_session="reset")
-    out = agent.invoke({"messages": [HumanMessage("go")], "js_session": {NAME: record}},
-                       cfg("r"))
+    out = agent.invoke({"messages": [HumanMessage("go")], "js_session": {NAME: record}}, cfg("r"))
     msg = out["messages"][2]
     assert msg.status == "success"
     assert msg.content.startswith('Result (JSON): "undefined"\nNote: the JavaScript session')
@@ -256,8 +282,12 @@ def test_parallel_calls_in_one_step_build_on_each_other() -> None:
     """Two scripts in one AIMessage run in one graph step, one after the other on the
     thread's session; the state keeps the session that has both."""
     bump = "globalThis.n = (globalThis.n ?? 0) + 1; n"
-    model = scripted(js_calls((bump, "p1"), (bump, "p2")), AIMessage("done"),
-                     js_call("n", "c3"), AIMessage("done"))
+    model = scripted(
+        js_calls((bump, "p1"), (bump, "p2")),
+        AIMessage("done"),
+        js_call("n", "c3"),
+        AIMessage("done"),
+    )
     agent = session_agent(model, InMemorySaver())
     assert sorted(results(turn(agent, "p"))) == ["Result (JSON): 1", "Result (JSON): 2"]
     the_tool(agent).close_sessions()  # as on another worker: only the state is left
@@ -267,9 +297,14 @@ def test_parallel_calls_in_one_step_build_on_each_other() -> None:
 def test_time_travel_sees_the_session_of_that_checkpoint() -> None:
     """The session is part of the thread's state: forking the thread from an earlier
     checkpoint brings back that checkpoint's JavaScript state."""
-    model = scripted(js_call("let v = 'one'", "c1"), AIMessage("1"),
-                     js_call("v = 'two'", "c2"), AIMessage("2"),
-                     js_call("v", "c3"), AIMessage("3"))
+    model = scripted(
+        js_call("let v = 'one'", "c1"),
+        AIMessage("1"),
+        js_call("v = 'two'", "c2"),
+        AIMessage("2"),
+        js_call("v", "c3"),
+        AIMessage("3"),
+    )
     agent = session_agent(model, InMemorySaver())
     turn(agent, "tt")
     after_one = agent.get_state(cfg("tt")).config["configurable"]["checkpoint_id"]
@@ -288,16 +323,25 @@ def test_a_paused_script_runs_again_on_the_session_it_started_from() -> None:
         refunds.append(amount_eur)
         return {"refunded": amount_eur}
 
-    model = scripted(js_call("let r = await tools.refund({amount_eur: 30}); r.refunded",
-                             "c1"), AIMessage("1"),
-                     js_call("r.refunded * 2", "c2"), AIMessage("2"))
-    agent = session_agent(model, InMemorySaver(), tools=[refund], effects={"refund": ["write"]},
-                          policy=Policy(approve=langgraph_interrupt_approver()))
+    model = scripted(
+        js_call("let r = await tools.refund({amount_eur: 30}); r.refunded", "c1"),
+        AIMessage("1"),
+        js_call("r.refunded * 2", "c2"),
+        AIMessage("2"),
+    )
+    agent = session_agent(
+        model,
+        InMemorySaver(),
+        tools=[refund],
+        effects={"refund": ["write"]},
+        policy=Policy(approve=langgraph_interrupt_approver()),
+    )
     out = agent.invoke({"messages": [HumanMessage("go")]}, cfg("hitl"))
     assert out["__interrupt__"][0].value["binding"] == "refund"
     out = agent.invoke(Command(resume=True), cfg("hitl"))
-    assert [str(m.content) for m in out["messages"] if isinstance(m, ToolMessage)] == \
-        ["Result (JSON): 30"]
+    assert [str(m.content) for m in out["messages"] if isinstance(m, ToolMessage)] == [
+        "Result (JSON): 30"
+    ]
     assert refunds == [30]
     assert results(turn(agent, "hitl")) == ["Result (JSON): 60"]
 
@@ -318,8 +362,12 @@ class MixinState(MessagesState, JSSessionState):
 
 def tool_graph(js: SandboxedJSTool) -> Any:
     """START -> a ToolNode running `js`, with a checkpointer."""
-    return (StateGraph(MixinState).add_node("tools", ToolNode([js])).add_edge(START, "tools")
-            .compile(checkpointer=InMemorySaver()))
+    return (
+        StateGraph(MixinState)
+        .add_node("tools", ToolNode([js]))
+        .add_edge(START, "tools")
+        .compile(checkpointer=InMemorySaver())
+    )
 
 
 def test_a_custom_state_graph_with_the_mixin() -> None:
@@ -339,8 +387,9 @@ async def test_a_cancelled_run_changes_nothing() -> None:
     graph = tool_graph(js)
     await graph.ainvoke({"messages": [js_call("let x = 1", "c0")]}, cfg("c"))
     with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(graph.ainvoke(
-            {"messages": [js_call("x = 2; while (true) {}", "c1")]}, cfg("c")), 0.2)
+        await asyncio.wait_for(
+            graph.ainvoke({"messages": [js_call("x = 2; while (true) {}", "c1")]}, cfg("c")), 0.2
+        )
     out = await graph.ainvoke({"messages": [js_call("x", "c2")]}, cfg("c"))
     assert out["messages"][-1].content == "Result (JSON): 1"
 

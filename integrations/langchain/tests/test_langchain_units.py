@@ -28,26 +28,29 @@ def js() -> SandboxedJSTool:
 
 
 def call(tool: SandboxedJSTool, code: str) -> ToolMessage:
-    msg = tool.invoke({"type": "tool_call", "id": "1", "name": tool.name,
-                       "args": {"code": code}})
+    msg = tool.invoke({"type": "tool_call", "id": "1", "name": tool.name, "args": {"code": code}})
     assert isinstance(msg, ToolMessage)
     return msg
 
 
 # -- fences
 
-@pytest.mark.parametrize("text, script", [
-    ("```js\nconst a = 1;\na + 1\n```", "const a = 1;\na + 1"),
-    ("```javascript\n1\n```\n", "1"),
-    ("\n  ```\n\n2\n```", "\n2"),  # blank lines inside the fence stay: lines stay right
-    ("```ts\n3", "3"),  # never closed
-    ("~~~js\n4\n~~~", "4"),
-    ("````js\nconst s = '```';\n````", "const s = '```';"),
-    ("```js\r\n5\r\n6\r\n```", "5\r\n6"),
-    ("const s = `\n```\n`; s", "const s = `\n```\n`; s"),  # not a fence: untouched
-    ("1 + 1", "1 + 1"),
-    ("", ""),
-])
+
+@pytest.mark.parametrize(
+    "text, script",
+    [
+        ("```js\nconst a = 1;\na + 1\n```", "const a = 1;\na + 1"),
+        ("```javascript\n1\n```\n", "1"),
+        ("\n  ```\n\n2\n```", "\n2"),  # blank lines inside the fence stay: lines stay right
+        ("```ts\n3", "3"),  # never closed
+        ("~~~js\n4\n~~~", "4"),
+        ("````js\nconst s = '```';\n````", "const s = '```';"),
+        ("```js\r\n5\r\n6\r\n```", "5\r\n6"),
+        ("const s = `\n```\n`; s", "const s = `\n```\n`; s"),  # not a fence: untouched
+        ("1 + 1", "1 + 1"),
+        ("", ""),
+    ],
+)
 def test_strip_code_fences(text: str, script: str) -> None:
     assert strip_code_fences(text) == script
 
@@ -63,11 +66,13 @@ def test_fenced_error_lines_are_those_of_the_fenced_script(js: SandboxedJSTool) 
 
 # -- the compact text
 
+
 def test_success_text_and_artifact(js: SandboxedJSTool) -> None:
     msg = call(js, "console.log('hi', 1); console.warn('careful'); ({a: [1, 'x'], b: null})")
     assert msg.status == "success"
-    assert msg.content == ('Result (JSON): {"a":[1,"x"],"b":null}\n'
-                           "Console output:\nhi 1\n[warn] careful")
+    assert msg.content == (
+        'Result (JSON): {"a":[1,"x"],"b":null}\nConsole output:\nhi 1\n[warn] careful'
+    )
     assert isinstance(msg.artifact, RunResult)
     assert msg.artifact.value == {"a": [1, "x"], "b": None}
 
@@ -106,13 +111,18 @@ def test_cap() -> None:
 
 
 def test_render_success_never_fails_on_odd_values() -> None:
-    res = RunResult(ok=True, value={"deep": [[[1]]]}, stats=RunStats(duration_ms=1),
-                    logs=[LogEntry(level="error", message="bad")])
+    res = RunResult(
+        ok=True,
+        value={"deep": [[[1]]]},
+        stats=RunStats(duration_ms=1),
+        logs=[LogEntry(level="error", message="bad")],
+    )
     text = render_success(res, max_value_chars=1000, max_log_chars=1000)
     assert text == 'Result (JSON): {"deep":[[[1]]]}\nConsole output:\n[error] bad'
 
 
 # -- errors
+
 
 def test_syntax_error_text(js: SandboxedJSTool) -> None:
     msg = call(js, "const a = 1;\nfoo(a));\nconst secret_tail = 3;")
@@ -162,8 +172,9 @@ def test_raises_sandbox_tool_error_without_handling() -> None:
     assert info.value.content.startswith("Error (runtime): TypeError")
 
 
-def test_an_internal_failure_is_still_a_tool_error(monkeypatch: pytest.MonkeyPatch,
-                                                   js: SandboxedJSTool) -> None:
+def test_an_internal_failure_is_still_a_tool_error(
+    monkeypatch: pytest.MonkeyPatch, js: SandboxedJSTool
+) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("engine on fire")
 
@@ -175,10 +186,17 @@ def test_an_internal_failure_is_still_a_tool_error(monkeypatch: pytest.MonkeyPat
 
 # -- async path
 
+
 async def test_async_invoke(js: SandboxedJSTool) -> None:
     assert await js.ainvoke({"code": "await Promise.resolve(5)"}) == "Result (JSON): 5"
-    msg = await js.ainvoke({"type": "tool_call", "id": "9", "name": js.name,
-                            "args": {"code": "```js\nlet x = 1\nx.y.z\n```"}})
+    msg = await js.ainvoke(
+        {
+            "type": "tool_call",
+            "id": "9",
+            "name": js.name,
+            "args": {"code": "```js\nlet x = 1\nx.y.z\n```"},
+        }
+    )
     assert isinstance(msg, ToolMessage) and msg.status == "error"
     assert "> 2 | x.y.z" in str(msg.content)
 
@@ -200,6 +218,7 @@ async def test_async_tools_run_on_the_callers_loop() -> None:
 
 
 # -- LangChain tools as bindings
+
 
 class Point(BaseModel):
     x: int
@@ -231,14 +250,14 @@ async def _only_async(n: int) -> int:
     return n * 2
 
 
-double = StructuredTool.from_function(coroutine=_only_async, name="double",
-                                      description="Double a number (async only).")
+double = StructuredTool.from_function(
+    coroutine=_only_async, name="double", description="Double a number (async only)."
+)
 
 lookup = StructuredTool(
     name="lookup-json",
     description="A tool with a JSON-schema dict as its args schema.",
-    args_schema={"type": "object", "properties": {"key": {"type": "string"}},
-                 "required": ["key"]},
+    args_schema={"type": "object", "properties": {"key": {"type": "string"}}, "required": ["key"]},
     func=lambda **kw: {"got": kw},
 )
 
@@ -267,12 +286,16 @@ def test_nested_models_and_defaults(granted: SandboxedJSTool) -> None:
 
 
 def test_tool_exceptions_are_catchable_js_errors(granted: SandboxedJSTool) -> None:
-    code = ("const out = [];\n"
-            "for (const t of ['explode', 'gentle']) {\n"
-            "  try { await tools[t]({reason: 'r'}) } catch (e) { out.push(e.message) }\n"
-            "}\nout")
+    code = (
+        "const out = [];\n"
+        "for (const t of ['explode', 'gentle']) {\n"
+        "  try { await tools[t]({reason: 'r'}) } catch (e) { out.push(e.message) }\n"
+        "}\nout"
+    )
     assert json.loads(granted.invoke({"code": code}).removeprefix("Result (JSON): ")) == [
-        "cannot do it: r", "handled: r"]
+        "cannot do it: r",
+        "handled: r",
+    ]
 
 
 def test_uncaught_tool_exception_is_reported(granted: SandboxedJSTool) -> None:
@@ -297,8 +320,9 @@ def test_dict_schema_tool(granted: SandboxedJSTool) -> None:
 
 
 def test_policy_applies_to_langchain_tools() -> None:
-    tool_ = SandboxedJSTool(tools=[norm1], effects={"norm1": ["network"]},
-                            policy=Policy(deny_effects=["network"]))
+    tool_ = SandboxedJSTool(
+        tools=[norm1], effects={"norm1": ["network"]}, policy=Policy(deny_effects=["network"])
+    )
     msg = call(tool_, "await tools.norm1({p: {x: 1}})")
     assert str(msg.content).startswith("Error (binding_denied)")
 
@@ -339,8 +363,10 @@ def plain() -> SandboxedJSTool:
 
 
 def test_plain_bindings_sync(plain: SandboxedJSTool) -> None:
-    code = "const [a, b] = await Promise.all([tools._slow_double({n: 2}), tools.triple({n: 2})]);" \
+    code = (
+        "const [a, b] = await Promise.all([tools._slow_double({n: 2}), tools.triple({n: 2})]);"
         " a + b"
+    )
     assert plain.invoke({"code": code}) == "Result (JSON): 10"
     assert "_slow_double(args: {" in plain.description
 

@@ -64,8 +64,9 @@ class FunctionCalling(Style):
 
     @staticmethod
     def call(tool: str, **kwargs: Any) -> ChatMessage:
-        block = ToolCallBlock(tool_call_id=f"call-{uuid.uuid4().hex[:8]}", tool_name=tool,
-                              tool_kwargs=kwargs)
+        block = ToolCallBlock(
+            tool_call_id=f"call-{uuid.uuid4().hex[:8]}", tool_name=tool, tool_kwargs=kwargs
+        )
         return ChatMessage(role=MessageRole.ASSISTANT, blocks=[block])
 
     @staticmethod
@@ -90,15 +91,15 @@ class ReAct(Style):
 
     @staticmethod
     def call(tool: str, **kwargs: Any) -> ChatMessage:
-        text = (f"Thought: I need to use a tool.\nAction: {tool}\n"
-                f"Action Input: {json.dumps(kwargs)}")
+        text = f"Thought: I need to use a tool.\nAction: {tool}\nAction Input: {json.dumps(kwargs)}"
         return ChatMessage(role=MessageRole.ASSISTANT, content=text)
 
     @staticmethod
     def answer(text: str) -> ChatMessage:
-        return ChatMessage(role=MessageRole.ASSISTANT,
-                           content=f"Thought: I can answer without using any more tools.\n"
-                                   f"Answer: {text}")
+        return ChatMessage(
+            role=MessageRole.ASSISTANT,
+            content=f"Thought: I can answer without using any more tools.\nAnswer: {text}",
+        )
 
     @staticmethod
     def observation(messages: Sequence[ChatMessage]) -> str:

@@ -51,14 +51,17 @@ class Shop:
             self.loops.append(asyncio.get_running_loop())
             return {"USD": 1.25}[currency]
 
-        return [FunctionTool.from_defaults(get_order),
-                FunctionTool.from_defaults(async_fn=eur_rate)]
+        return [
+            FunctionTool.from_defaults(get_order),
+            FunctionTool.from_defaults(async_fn=eur_rate),
+        ]
 
 
 def _answer_from(style: type[Style]) -> Step:
     def step(messages: Sequence[ChatMessage]) -> ChatMessage:
         data = json.loads(style.observation(messages).removeprefix("result: "))
         return style.answer(f"Order A-17 costs {data['usd']} USD for {data['items']} items.")
+
     return step
 
 
@@ -71,6 +74,7 @@ def _repair(style: type[Style]) -> Step:
         assert "at line 1" in seen
         assert "order.total_eur" not in seen  # line 2 of the script is not echoed
         return style.call("run_js_sandboxed", code=f"```js\n{GOOD}\n```")
+
     return step
 
 
@@ -88,15 +92,26 @@ def _build(
         script = Script(*steps)
         return ReActAgent(tools=tools, llm=script.llm()), script, ReAct
     assert kind == "workflow"
-    triage = Script(lambda m: FunctionCalling.call(
-        "handoff", to_agent="coder", reason="this needs a computation"))
+    triage = Script(
+        lambda m: FunctionCalling.call(
+            "handoff", to_agent="coder", reason="this needs a computation"
+        )
+    )
     script = Script(*steps)
     workflow = AgentWorkflow(
         agents=[
-            FunctionAgent(name="triage", description="Routes questions.",
-                          llm=triage.llm(), can_handoff_to=["coder"]),
-            FunctionAgent(name="coder", description="Answers by running JavaScript.",
-                          tools=tools, llm=script.llm()),
+            FunctionAgent(
+                name="triage",
+                description="Routes questions.",
+                llm=triage.llm(),
+                can_handoff_to=["coder"],
+            ),
+            FunctionAgent(
+                name="coder",
+                description="Answers by running JavaScript.",
+                tools=tools,
+                llm=script.llm(),
+            ),
         ],
         root_agent="triage",
     )
@@ -106,8 +121,7 @@ def _build(
 def _steps(style: type[Style], scenario: str) -> list[Step]:
     if scenario == "ok":
         return [lambda m: style.call("run_js_sandboxed", code=GOOD), _answer_from(style)]
-    return [lambda m: style.call("run_js_sandboxed", code=BAD), _repair(style),
-            _answer_from(style)]
+    return [lambda m: style.call("run_js_sandboxed", code=BAD), _repair(style), _answer_from(style)]
 
 
 async def _run(workflow: Workflow, question: str) -> tuple[Any, list[ToolCallResult]]:

@@ -19,9 +19,12 @@ def test_readme_quickstart_runs_and_prints_what_it_says() -> None:
     assert 'result: {"usd": 50, "items": 3}\n' in printed
     assert "RunResult(ok, value={'usd': 50, 'items': 3}, logs=0)\n" in printed
     # the error text shown in the comments, line for line (the hint is abridged there)
-    shown = [ln[2:] for ln in quickstart.splitlines()
-             if ln.startswith("# ") and not ln.startswith("# hint")]
-    error_lines = shown[shown.index("error kind: binding_failed"):]
+    shown = [
+        ln[2:]
+        for ln in quickstart.splitlines()
+        if ln.startswith("# ") and not ln.startswith("# hint")
+    ]
+    error_lines = shown[shown.index("error kind: binding_failed") :]
     assert "\n".join(error_lines) in printed
 
 
@@ -36,7 +39,8 @@ def test_readme_policy_and_short_description_examples_run() -> None:
     run = spec.run_js_sandboxed  # type: ignore[attr-defined]
     assert run("await tools.refund({order_id: 'A', amount_eur: 20})").value == {"refunded": 20}
     assert run("await tools.refund({order_id: 'A', amount_eur: 90})").error.kind == (
-        "binding_denied")
+        "binding_denied"
+    )
     tools = scope["tools"]
     assert isinstance(tools, list) and len(tools) == 1
     assert tools[0].metadata.description.startswith("Run JavaScript (not Python)")

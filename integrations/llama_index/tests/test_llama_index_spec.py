@@ -78,7 +78,7 @@ def test_description_follows_the_limits_and_says_when_nothing_is_granted() -> No
 def test_sync_call_returns_the_run_result_as_raw_output(weather_spec: ClamBotToolSpec) -> None:
     out = the_tool(weather_spec).call(
         code="const w = await tools.get_weather({city: 'Oslo'});\nconsole.log(w.city);\n"
-             "w.temp_c * 9 / 5 + 32"
+        "w.temp_c * 9 / 5 + 32"
     )
     assert isinstance(out, ToolOutput) and out.is_error is False
     assert isinstance(out.raw_output, RunResult) and out.raw_output.value == 68
@@ -243,8 +243,7 @@ def test_error_text_has_kind_name_message_line_frame_and_hint() -> None:
         ("return 5", "syntax", "instead of `return x`, end the script with the expression"),
         ("let x: number = 1", "syntax", "no TypeScript types"),
         ("require('fs')", "runtime", "no require, fetch, process"),
-        ("await tools.get_wether({city: 'x'})", "runtime", "the tools available are: "
-                                                          "get_weather"),
+        ("await tools.get_wether({city: 'x'})", "runtime", "the tools available are: get_weather"),
         ("await tools.get_weather({})", "binding_failed", "check its arguments"),
         ("while (true) {}", "timeout", "time limit"),
         ("function f() { return f() + 1 }\nf()", "stack", "use a loop"),
@@ -253,8 +252,10 @@ def test_error_text_has_kind_name_message_line_frame_and_hint() -> None:
     ],
 )
 def test_each_kind_of_error_comes_with_a_hint(code: str, kind: str, hint: str) -> None:
-    spec = ClamBotToolSpec([FunctionTool.from_defaults(get_weather)],
-                           limits=Limits(timeout_s=0.3, max_result_bytes=100))
+    spec = ClamBotToolSpec(
+        [FunctionTool.from_defaults(get_weather)],
+        limits=Limits(timeout_s=0.3, max_result_bytes=100),
+    )
     out = the_tool(spec).call(code=code)
     assert out.is_error and out.raw_output.error.kind == kind
     assert out.content.startswith(f"error kind: {kind}\n")
@@ -282,8 +283,10 @@ def test_long_values_messages_and_logs_are_capped_with_a_marker() -> None:
     assert len(out.content) <= 1000 and "characters cut ...]" in out.content
     assert out.content.startswith("result: aaa") and out.content.endswith("END")
 
-    out = tool.call(code="for (let i = 0; i < 5000; i++) console.log('line ' + i);\n"
-                         "throw new Error('m'.repeat(9000))")
+    out = tool.call(
+        code="for (let i = 0; i < 5000; i++) console.log('line ' + i);\n"
+        "throw new Error('m'.repeat(9000))"
+    )
     assert out.is_error and len(out.content) <= 1400
     assert "Error: mmm" in out.content and "characters cut" in out.content
     assert "console (5000 lines):\nline 0\n" in out.content and "line 4999" in out.content
@@ -291,15 +294,17 @@ def test_long_values_messages_and_logs_are_capped_with_a_marker() -> None:
     out = tool.call(code="({list: Array.from({length: 3000}, (_, i) => i)})")
     assert out.content.startswith('result: {"list": [0, 1, 2') and len(out.content) <= 1000
 
-    out = tool.call(code="for (let i = 0; i < 3000; i++) console.log('line ' + i);\n"
-                         "'v'.repeat(5000)")
+    out = tool.call(
+        code="for (let i = 0; i < 3000; i++) console.log('line ' + i);\n'v'.repeat(5000)"
+    )
     assert not out.is_error and len(out.content) <= 1000
     assert out.content.startswith("result: vvv") and "console (3000 lines):\nline 0" in out.content
 
 
 def test_a_string_built_by_concatenation_can_be_the_result() -> None:
     out = the_tool(ClamBotToolSpec()).call(
-        code="let s = '';\nfor (let i = 0; i < 2000; i++) s += 'abcdefghij';\ns")
+        code="let s = '';\nfor (let i = 0; i < 2000; i++) s += 'abcdefghij';\ns"
+    )
     assert not out.is_error, out.content
     assert out.raw_output.value == "abcdefghij" * 2000
 
@@ -313,7 +318,7 @@ def test_a_long_line_shows_a_window_around_the_column() -> None:
     assert frame[0].startswith("> 1 | ...") and frame[0].endswith("...")
     assert len(frame[0]) < 140
     caret = frame[1].index("^")
-    assert frame[0][caret:caret + 10] == "xs.nope.x;"
+    assert frame[0][caret : caret + 10] == "xs.nope.x;"
 
 
 def test_format_run_result_on_its_own() -> None:
@@ -337,8 +342,11 @@ def test_sync_function_tool_goes_through_call_with_callbacks_and_partials() -> N
         seen.append(threading.current_thread().name)
         return {"key": key, "table": table}
 
-    tool = FunctionTool.from_defaults(lookup, partial_params={"table": "users"},
-                                      callback=lambda raw: seen.append(("callback", raw)))
+    tool = FunctionTool.from_defaults(
+        lookup,
+        partial_params={"table": "users"},
+        callback=lambda raw: seen.append(("callback", raw)),
+    )
     b = binding_from_tool(tool)
     assert (b.name, b.is_async, b.effects) == ("lookup", False, ("read",))
     assert b.description.endswith("Look a key up.")
@@ -367,7 +375,8 @@ def test_pydantic_results_and_arguments_cross_as_json() -> None:
     # as an agent would pass them: the nested model arrives as a plain dict
     assert received == [({"city": "Rome", "min_temp": 0.0}, 3)]
     assert "Promise<Array<{\n    city: string;\n    temp_c: number;\n  }>>" in (
-        spec.describe_tools())
+        spec.describe_tools()
+    )
 
 
 def test_non_json_outputs_reach_the_script_as_their_text() -> None:
@@ -379,7 +388,8 @@ def test_non_json_outputs_reach_the_script_as_their_text() -> None:
     out = the_tool(spec).call(code="await tools.fetch_doc({doc_id: 'd1'})")
     assert out.raw_output.value == "the text of d1"
     assert "fetch_doc(args: {\n    doc_id: string;\n  }): Promise<unknown>" in (
-        spec.describe_tools())
+        spec.describe_tools()
+    )
 
 
 def test_tool_failures_reject_in_the_script() -> None:
@@ -398,14 +408,21 @@ def test_tool_failures_reject_in_the_script() -> None:
             raise AssertionError("the async path is used")
 
         async def acall(self, input: Any) -> ToolOutput:
-            return ToolOutput(content=f"no to {input}", tool_name="sulky",
-                              raw_input={"input": input}, raw_output=None, is_error=True)
+            return ToolOutput(
+                content=f"no to {input}",
+                tool_name="sulky",
+                raw_input={"input": input},
+                raw_output=None,
+                is_error=True,
+            )
 
     spec = ClamBotToolSpec([FunctionTool.from_defaults(explode), Sulky()])
     tool = the_tool(spec)
-    caught = tool.call(code="const out = [];\nfor (const p of [tools.explode({why: 'x'}), "
-                            "tools.sulky({input: 'y'})]) {\n"
-                            "  try { await p } catch (e) { out.push(e.message) }\n}\nout")
+    caught = tool.call(
+        code="const out = [];\nfor (const p of [tools.explode({why: 'x'}), "
+        "tools.sulky({input: 'y'})]) {\n"
+        "  try { await p } catch (e) { out.push(e.message) }\n}\nout"
+    )
     assert caught.raw_output.value == ["it broke: x", "no to y"]
     out = tool.call(code="await tools.explode({why: 'z'})")
     assert out.is_error and out.raw_output.error.kind == "binding_failed"
@@ -421,8 +438,12 @@ def test_a_plain_base_tool_is_called_through_dunder_call() -> None:
             return ToolMetadata(name="echo", description="Echo the input.")
 
         def __call__(self, input: Any) -> ToolOutput:
-            return ToolOutput(content=str(input), tool_name="echo",
-                              raw_input={"input": input}, raw_output={"echo": input})
+            return ToolOutput(
+                content=str(input),
+                tool_name="echo",
+                raw_input={"input": input},
+                raw_output={"echo": input},
+            )
 
     b = binding_from_tool(Echo(), name="repeat", description="Say it again.")
     assert (b.name, b.description, b.is_async) == ("repeat", "Say it again.", False)
@@ -450,16 +471,22 @@ def test_tools_that_cannot_be_granted() -> None:
     with pytest.raises(ConfigError, match="no name"):
         binding_from_tool(nameless)
     with pytest.raises(ConfigError, match="unknown effects"):
-        binding_from_tool(FunctionTool.from_defaults(get_weather),
-                          effects=("launch",))  # type: ignore[arg-type]
+        binding_from_tool(FunctionTool.from_defaults(get_weather), effects=("launch",))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="needs a LlamaIndex BaseTool"):
         binding_from_tool(get_weather)  # type: ignore[arg-type]
 
 
 def test_the_core_never_imports_llama_index() -> None:
-    probe = ("import sys, clambot_tools, clambot_tools.stdlib.files, clambot_tools.cli\n"
-             "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'llama_index')\n"
-             "print(json.dumps(bad))")
-    done = subprocess.run([sys.executable, "-c", "import json\n" + probe],
-                          capture_output=True, text=True, check=True, timeout=60)
+    probe = (
+        "import sys, clambot_tools, clambot_tools.stdlib.files, clambot_tools.cli\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'llama_index')\n"
+        "print(json.dumps(bad))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import json\n" + probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert json.loads(done.stdout) == []

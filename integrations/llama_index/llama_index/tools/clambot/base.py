@@ -99,10 +99,19 @@ def _script_value(output: ToolOutput) -> Any:
 
 
 _JSON_LEAVES: tuple[Any, ...] = (None, type(None), bool, int, float, str, Any)
-_JSON_ORIGINS: frozenset[Any] = frozenset({
-    list, tuple, dict, typing.Union, types.UnionType, typing.Literal, typing.Annotated,
-    Sequence, Mapping,
-})
+_JSON_ORIGINS: frozenset[Any] = frozenset(
+    {
+        list,
+        tuple,
+        dict,
+        typing.Union,
+        types.UnionType,
+        typing.Literal,
+        typing.Annotated,
+        Sequence,
+        Mapping,
+    }
+)
 
 
 def _json_typed(ann: Any, depth: int = 0) -> bool:
@@ -188,9 +197,7 @@ def binding_from_tool(
     if not bname:
         raise ConfigError("the tool has no name: pass name=...")
     if _needs_context(tool):
-        raise ConfigError(
-            f"tool {bname!r} takes a workflow Context, which a script cannot supply"
-        )
+        raise ConfigError(f"tool {bname!r} takes a workflow Context, which a script cannot supply")
     schema = meta.fn_schema if meta.fn_schema is not None else DefaultToolFnSchema
     desc = description if description is not None else meta.description
     func: Callable[..., Any]
@@ -260,8 +267,10 @@ class ClamBotTool(FunctionTool):
     def _bad_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolOutput:
         name = self.metadata.get_name()
         return ToolOutput(
-            content=(f"{name} takes one argument, `code`: the JavaScript program as a string. "
-                     f"Call it again as {name}({{\"code\": \"...\"}})."),
+            content=(
+                f"{name} takes one argument, `code`: the JavaScript program as a string. "
+                f'Call it again as {name}({{"code": "..."}}).'
+            ),
             tool_name=name,
             raw_input={"args": args, "kwargs": kwargs},
             raw_output=None,
@@ -341,9 +350,7 @@ class ClamBotToolSpec(BaseToolSpec):
         granted = [_as_binding(t) for t in tools]
         if sandbox is not None:
             if granted or limits is not None or policy is not None or audit is not None:
-                raise ConfigError(
-                    "pass either sandbox= or tools/limits/policy/audit, not both"
-                )
+                raise ConfigError("pass either sandbox= or tools/limits/policy/audit, not both")
             if not isinstance(sandbox, Sandbox):
                 raise ConfigError("sandbox must be a clambot_tools.Sandbox")
             self._sandbox = sandbox
@@ -396,8 +403,7 @@ class ClamBotToolSpec(BaseToolSpec):
         """The text `result` becomes for the model (see `format_run_result`); `code` is
         the script as it ran, for the error's code frame."""
         names = [b.name for b in self._sandbox.bindings]
-        return format_run_result(result, code, max_chars=self.max_output_chars,
-                                 tool_names=names)
+        return format_run_result(result, code, max_chars=self.max_output_chars, tool_names=names)
 
     def run_js_sandboxed(self, code: str) -> RunResult:
         """Run the JavaScript `code` (markdown fences stripped, lines kept) in the sandbox
@@ -435,11 +441,13 @@ class ClamBotToolSpec(BaseToolSpec):
         for spec in spec_functions or self.spec_functions:
             names = (spec,) if isinstance(spec, str) else tuple(spec)
             if not set(names) <= set(_SPEC_FUNCTIONS):
-                raise ValueError(
-                    f"ClamBotToolSpec has only {list(_SPEC_FUNCTIONS)}, not {spec!r}"
-                )
+                raise ValueError(f"ClamBotToolSpec has only {list(_SPEC_FUNCTIONS)}, not {spec!r}")
         mapping = func_to_metadata_mapping or {}
-        metadata = mapping.get(TOOL_NAME) or mapping.get("arun_js_sandboxed") or ToolMetadata(
-            name=TOOL_NAME, description=self.tool_description, fn_schema=RunJsSandboxedArgs
+        metadata = (
+            mapping.get(TOOL_NAME)
+            or mapping.get("arun_js_sandboxed")
+            or ToolMetadata(
+                name=TOOL_NAME, description=self.tool_description, fn_schema=RunJsSandboxedArgs
+            )
         )
         return [ClamBotTool(self, metadata)]

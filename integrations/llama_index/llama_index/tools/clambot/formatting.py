@@ -118,30 +118,43 @@ def _hint(err: RunError, tool_names: Sequence[str] | None) -> str:
     msg = err.message.lower()
     if err.kind == "syntax":
         if "return not in a function" in msg:
-            return ("a script is not a function body: instead of `return x`, end the script "
-                    "with the expression `x`")
-        return ("the script does not parse: send plain JavaScript (no TypeScript types, no "
-                "markdown, no import/require)")
+            return (
+                "a script is not a function body: instead of `return x`, end the script "
+                "with the expression `x`"
+            )
+        return (
+            "the script does not parse: send plain JavaScript (no TypeScript types, no "
+            "markdown, no import/require)"
+        )
     if err.kind == "runtime":
         if "not a function" in msg and tool_names is not None:
             names = ", ".join(tool_names) if tool_names else "none"
-            return (f"call tools as `await tools.name({{...}})`; the tools available are: "
-                    f"{names}")
+            return f"call tools as `await tools.name({{...}})`; the tools available are: {names}"
         if "is not defined" in msg:
-            return ("only standard JavaScript and the `tools` object exist here: no require, "
-                    "fetch, process, window or Node.js APIs")
+            return (
+                "only standard JavaScript and the `tools` object exist here: no require, "
+                "fetch, process, window or Node.js APIs"
+            )
         return "an uncaught exception: fix the script, or handle the error with try/catch"
     return {
-        "binding_failed": ("a tools.* call failed (the message says why): check its arguments "
-                           "against the declaration, or catch the error with try/catch"),
-        "binding_denied": ("the policy refused this tool call; the same call will be refused "
-                           "again, so do without it or tell the user"),
-        "timeout": ("the run hit its time limit: do less work per run, look for an endless "
-                    "loop, or make fewer tool calls"),
+        "binding_failed": (
+            "a tools.* call failed (the message says why): check its arguments "
+            "against the declaration, or catch the error with try/catch"
+        ),
+        "binding_denied": (
+            "the policy refused this tool call; the same call will be refused "
+            "again, so do without it or tell the user"
+        ),
+        "timeout": (
+            "the run hit its time limit: do less work per run, look for an endless "
+            "loop, or make fewer tool calls"
+        ),
         "memory": "the run hit its memory limit: work on smaller pieces of data",
         "stack": "recursion went too deep: use a loop instead",
-        "output_limit": ("the console output or the result was too large: log less and "
-                         "return a smaller result (a summary or a slice)"),
+        "output_limit": (
+            "the console output or the result was too large: log less and "
+            "return a smaller result (a summary or a slice)"
+        ),
         "internal": "the engine failed, not necessarily the script: try again, more simply",
     }.get(err.kind, "")
 
