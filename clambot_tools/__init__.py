@@ -12,6 +12,7 @@ from typing import Any
 
 from ._audit import AuditLog
 from ._bindings import Binding, Effect, binding
+from ._context import CallContext, current_call
 from ._errors import (
     ClamBotError,
     ConfigError,
@@ -39,6 +40,7 @@ __all__ = [
     "Approver",
     "AuditLog",
     "Binding",
+    "CallContext",
     "ClamBotError",
     "ConfigError",
     "Effect",
@@ -55,4 +57,5 @@ __all__ = [
     "SnapshotError",
     "TransientError",
     "binding",
+    "current_call",
 ]

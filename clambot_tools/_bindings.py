@@ -31,8 +31,14 @@ class Binding:
         func: the callable (sync or async); called with keyword arguments.
         description: what it does, for the model.
         effects: what it may do to the world: ``read``, ``write``, ``network``.
-        args_model: the pydantic model that validates the arguments.
+        args_model: the pydantic model that validates the arguments (a model with
+            no fields when ``json_schema`` is given).
         is_async: whether ``func`` returns an awaitable.
+        var_keyword: ``func`` takes ``**kwargs`` (extra arguments are passed on).
+        json_schema: the JSON Schema of the arguments object, when the binding was
+            made from one; arguments are then validated against it.
+        result_schema: the JSON Schema of what ``func`` returns, when known from
+            elsewhere than its return annotation (an MCP tool's ``outputSchema``).
     """
 
     name: str
@@ -42,6 +48,14 @@ class Binding:
     args_model: type[BaseModel]
     is_async: bool
     var_keyword: bool = False
+    json_schema: dict[str, Any] | None = None
+    result_schema: dict[str, Any] | None = None
+
+    def arguments_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the arguments object (for declarations and manifests)."""
+        if self.json_schema is not None:
+            return self.json_schema
+        return self.args_model.model_json_schema()
 
     def validate(self, args: Any) -> dict[str, Any]:
         """Turn the JSON arguments of a call into keyword arguments.
@@ -54,6 +68,15 @@ class Binding:
             raise BindingArgumentError(
                 f"tools.{self.name} takes one object of named arguments, not {_js_type(args)}"
             )
+        if self.json_schema is not None:
+            from ._jsonschema import problems
+
+            found = problems(self.json_schema, args)
+            if found:
+                raise BindingArgumentError(
+                    f"invalid arguments for tools.{self.name}: " + "; ".join(found)
+                )
+            return args
         if self.var_keyword and not self.args_model.model_fields:
             return args  # `def f(**kwargs)`: any object will do, nothing to check
         try:
@@ -131,6 +154,8 @@ def binding(
     name: str | None = ...,
     description: str | None = ...,
     args_schema: type[BaseModel] | None = ...,
+    json_schema: dict[str, Any] | None = ...,
+    result_schema: dict[str, Any] | None = ...,
     effects: Sequence[Effect] = ...,
 ) -> Binding: ...
 
@@ -142,6 +167,8 @@ def binding(
     name: str | None = ...,
     description: str | None = ...,
     args_schema: type[BaseModel] | None = ...,
+    json_schema: dict[str, Any] | None = ...,
+    result_schema: dict[str, Any] | None = ...,
     effects: Sequence[Effect] = ...,
 ) -> Callable[[Callable[..., Any]], Binding]: ...
 
@@ -152,22 +179,35 @@ def binding(
     name: str | None = None,
     description: str | None = None,
     args_schema: type[BaseModel] | None = None,
+    json_schema: dict[str, Any] | None = None,
+    result_schema: dict[str, Any] | None = None,
     effects: Sequence[Effect] = ("read",),
 ) -> Binding | Callable[[Callable[..., Any]], Binding]:
     """Turn a Python callable into a binding scripts can call as ``tools.<name>({...})``.
 
     Usable as ``binding(f, ...)`` or as a decorator ``@binding(...)`` / ``@binding``.
-    The argument schema comes from ``args_schema`` or else from the signature
-    (annotations are validated strictly; ``**kwargs`` accepts extra keys).
+    The argument schema comes from ``args_schema`` (a pydantic model), or
+    ``json_schema`` (a JSON Schema of the arguments object, e.g. an MCP tool's
+    ``inputSchema``: the arguments are validated against it and passed to `func` as
+    keyword arguments), or else from the signature (annotations are validated
+    strictly; ``**kwargs`` accepts extra keys). ``result_schema`` (a JSON Schema)
+    describes what `func` returns when its annotation does not.
 
-    Raises ConfigError for an empty or NUL-containing name, an unknown effect, or a
-    signature whose parameters cannot be passed by name.
+    Raises ConfigError for an empty or NUL-containing name, an unknown effect, both
+    ``args_schema`` and ``json_schema``, a ``json_schema`` that is not an object
+    schema, or a signature whose parameters cannot be passed by name.
     """
     if func is None:
 
         def decorate(f: Callable[..., Any]) -> Binding:
             return binding(
-                f, name=name, description=description, args_schema=args_schema, effects=effects
+                f,
+                name=name,
+                description=description,
+                args_schema=args_schema,
+                json_schema=json_schema,
+                result_schema=result_schema,
+                effects=effects,
             )
 
         return decorate
@@ -181,7 +221,17 @@ def binding(
     bad = [e for e in effects if e not in EFFECTS]
     if bad:
         raise ConfigError(f"binding {bname!r}: unknown effects {bad}; use {list(EFFECTS)}")
-    if args_schema is not None:
+    if result_schema is not None and not isinstance(result_schema, dict):
+        raise ConfigError(f"binding {bname!r}: result_schema must be a JSON Schema (a dict)")
+    if json_schema is not None:
+        if args_schema is not None:
+            raise ConfigError(f"binding {bname!r}: give args_schema or json_schema, not both")
+        if not isinstance(json_schema, dict) or json_schema.get("type", "object") != "object":
+            raise ConfigError(
+                f"binding {bname!r}: json_schema must be the JSON Schema of an object"
+            )
+        model, var_kw = _free_model(bname), True
+    elif args_schema is not None:
         if not (isinstance(args_schema, type) and issubclass(args_schema, BaseModel)):
             raise ConfigError(f"binding {bname!r}: args_schema must be a pydantic model class")
         model, var_kw = args_schema, False
@@ -190,7 +240,22 @@ def binding(
     desc = description if description is not None else inspect.getdoc(func) or ""
     call = type(func).__call__ if not inspect.isroutine(func) else func
     is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
-    return Binding(bname, func, desc.strip(), tuple(effects), model, is_async, var_kw)
+    return Binding(
+        bname,
+        func,
+        desc.strip(),
+        tuple(effects),
+        model,
+        is_async,
+        var_kw,
+        json_schema=dict(json_schema) if json_schema is not None else None,
+        result_schema=dict(result_schema) if result_schema is not None else None,
+    )
+
+
+def _free_model(name: str) -> type[BaseModel]:
+    """A model with no fields that takes any keys (the JSON Schema does the checking)."""
+    return create_model(f"{_camel(name)}Args", __config__=ConfigDict(extra="allow"))
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))

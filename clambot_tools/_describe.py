@@ -116,6 +116,8 @@ class _Writer:
 
 
 def _return_type(b: Binding) -> str:
+    if b.result_schema is not None:
+        return _Writer(b.result_schema.get("$defs", {})).type_of(b.result_schema, "  ")
     hints = type_hints(b.func)
     if "return" not in hints:
         return "unknown"
@@ -138,7 +140,7 @@ def describe(bindings: Sequence[Binding]) -> str:
         "declare const tools: {",
     ]
     for b in bindings:
-        schema = b.args_model.model_json_schema()
+        schema = b.arguments_schema()
         w = _Writer(schema.get("$defs", {}))
         args = w.object_of(schema, "  ") if schema.get("properties") else "{}"
         optional = "?" if not schema.get("required") else ""

@@ -21,7 +21,7 @@ def _check(name: str, value: object, lo: float, hi: float, *, integer: bool) -> 
         raise ConfigError(f"Limits.{name} must be between {lo:g} and {hi:g}, got {value!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Limits:
     """What one run may use. Hitting any limit ends the run with a RunError of that kind.
 

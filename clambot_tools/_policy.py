@@ -24,7 +24,7 @@ class Approval(str, enum.Enum):
     DENY = "deny"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ApprovalRequest:
     """What an approver is shown: the binding, the arguments, and which script asks."""
 
@@ -45,7 +45,7 @@ def _check_int(name: str, value: object, lo: float) -> None:
         raise ConfigError(f"Policy.{name} must be a number >= {lo:g}, got {value!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Policy:
     """Decides each tool call before the binding's function runs.
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._audit import AuditLog, AuditSink, digest
 from ._bindings import Binding, BindingArgumentError, binding, to_json_bytes
+from ._context import CallContext, enter_call, leave_call
 from ._engine import TICK_S
 from ._errors import ConfigError, ErrorKind, SnapshotError, TransientError
 from ._guest import ST_DONE, ST_ERROR, ST_WAIT, Guest, GuestTrap, Outcome
@@ -226,10 +227,25 @@ class _Denied(Exception):
 class _Call:
     """A tool call in flight."""
 
-    __slots__ = ("attempts", "binding", "call_id", "data", "decision", "kwargs", "started")
+    __slots__ = (
+        "attempts",
+        "binding",
+        "call_id",
+        "ctx",
+        "data",
+        "decision",
+        "kwargs",
+        "started",
+    )
 
     def __init__(
-        self, call_id: int, binding: Binding, data: bytes, kwargs: dict[str, Any], started: float
+        self,
+        call_id: int,
+        binding: Binding,
+        data: bytes,
+        kwargs: dict[str, Any],
+        started: float,
+        deadline: float,
     ) -> None:
         self.call_id = call_id
         self.binding = binding
@@ -238,6 +254,7 @@ class _Call:
         self.started = started
         self.decision = "allowed"
         self.attempts = 0
+        self.ctx = CallContext(binding.name, deadline)
 
 
 def _is_awaitable(x: Any) -> bool:
@@ -316,9 +333,10 @@ class _Run:
             return self._answer(
                 call_id, _RESOLVE_BAD_ARGS, b"arguments are not JSON", b, data, "invalid_args"
             )
-        call = _Call(call_id, b, data, kwargs, time.monotonic())
+        call = _Call(call_id, b, data, kwargs, time.monotonic(), self.deadline)
         if not b.is_async and self.sb._is_fast(b) and not self.sb.policy.needs_approval(b):
             t0 = time.perf_counter()
+            token = enter_call(call.ctx)
             try:
                 call.attempts = 1
                 value = b.func(**kwargs)
@@ -329,6 +347,8 @@ class _Run:
             except BaseException as exc:  # noqa: BLE001 - the script sees only the message
                 self.sb._note_duration(b, time.perf_counter() - t0)
                 return self._finish_call(call, exc, None, inline=True)
+            finally:
+                leave_call(token)
             self.sb._note_duration(b, time.perf_counter() - t0)
             return self._finish_call(call, None, value, inline=True)
         self.new_calls.append(call)
@@ -381,7 +401,11 @@ class _Run:
         if not self.sb.policy.needs_approval(b) or b.name in self.sb._session_approved:
             return None
         return ApprovalRequest(
-            b.name, b.description, b.effects, dict(call.kwargs), self.code_sha256
+            binding=b.name,
+            description=b.description,
+            effects=b.effects,
+            args=dict(call.kwargs),
+            code_sha256=self.code_sha256,
         )
 
     def _apply_answer(self, call: _Call, answer: Any) -> None:
@@ -427,13 +451,17 @@ class _Run:
             except Exception as exc:
                 raise _Denied(f"tools.{call.binding.name} was not approved") from exc
             self._apply_answer(call, answer)
-        for attempt in tenacity.Retrying(**self._retry_kwargs()):
-            with attempt:
-                call.attempts += 1
-                t0 = time.perf_counter()
-                value = call.binding.func(**call.kwargs)
-                self.sb._note_duration(call.binding, time.perf_counter() - t0)
-                return value
+        token = enter_call(call.ctx)
+        try:
+            for attempt in tenacity.Retrying(**self._retry_kwargs()):
+                with attempt:
+                    call.attempts += 1
+                    t0 = time.perf_counter()
+                    value = call.binding.func(**call.kwargs)
+                    self.sb._note_duration(call.binding, time.perf_counter() - t0)
+                    return value
+        finally:
+            leave_call(token)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _invoke_async(self, call: _Call) -> Any:
@@ -452,6 +480,7 @@ class _Run:
             except Exception as exc:
                 raise _Denied(f"tools.{call.binding.name} was not approved") from exc
             self._apply_answer(call, answer)
+        enter_call(call.ctx)  # this task's own context: nothing to reset
         async for attempt in tenacity.AsyncRetrying(**self._retry_kwargs()):
             with attempt:
                 call.attempts += 1
@@ -501,6 +530,7 @@ class _Run:
             self._audit_call(call.binding, call.data, call.decision, "abandoned", 0.0, 0)
         self.new_calls.clear()
         for fut, call in self.running.items():
+            call.ctx.cancel()
             fut.cancel()
             elapsed = (time.monotonic() - call.started) * 1000
             self._audit_call(
@@ -731,9 +761,6 @@ class _Run:
 
 # ---------------------------------------------------------------- sessions
 
-_SNAPSHOT_MAGIC = b"CLAMBOT-SNAPSHOT\n"
-_SNAPSHOT_VERSION = 3
-
 
 class Session:
     """A sequence of runs that share one JavaScript global state (the REPL style:
@@ -821,18 +848,16 @@ class Session:
         with self._lock:  # held while reading: no run may change the memory meanwhile
             self._check_open()
             view = self._guest.memory_view(_STACK_BYTES)
-            size = len(view) + _STACK_BYTES
-            payload = _snapshot.encode(view, self._sb._base_memory())
-            view.release()
-        header = json.dumps(
-            {
-                "format": _SNAPSHOT_VERSION,
-                "guest_sha256": self._sb._image.guest_sha256,
-                "bindings": [b.name for b in self._sb._bindings],
-                "memory_bytes": size,
-            }
-        ).encode()
-        return _SNAPSHOT_MAGIC + len(header).to_bytes(4, "little") + header + payload
+            try:
+                return _snapshot.pack(
+                    view,
+                    self._sb._base_memory(),
+                    guest_sha256=self._sb._image.guest_sha256,
+                    bindings=[b.name for b in self._sb._bindings],
+                    memory_bytes=len(view) + _STACK_BYTES,
+                )
+            finally:
+                view.release()
 
     def close(self) -> None:
         """Free the session's instance. Safe to call twice."""
@@ -849,37 +874,11 @@ class Session:
 
 
 def _parse_snapshot(sb: Sandbox, data: bytes) -> tuple[int, list[tuple[int, bytes]]]:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise SnapshotError("a snapshot is bytes")
-    data = bytes(data)
-    m = len(_SNAPSHOT_MAGIC)
-    if data[:m] != _SNAPSHOT_MAGIC or len(data) < m + 4:
-        raise SnapshotError("these bytes are not a ClamBot snapshot")
-    hlen = int.from_bytes(data[m : m + 4], "little")
-    try:
-        header = json.loads(data[m + 4 : m + 4 + hlen])
-        fmt, guest, names = header["format"], header["guest_sha256"], header["bindings"]
-        size = int(header["memory_bytes"])
-    except (ValueError, KeyError, TypeError):
-        raise SnapshotError("the snapshot's header is damaged") from None
-    if fmt != _SNAPSHOT_VERSION:
-        raise SnapshotError(
-            f"snapshot format {fmt} is not supported (this version reads {_SNAPSHOT_VERSION})"
-        )
-    if guest != sb._image.guest_sha256:
-        raise SnapshotError(
-            "the snapshot was made by another build of the guest "
-            f"({str(guest)[:12]}, this one is {sb._image.guest_sha256[:12]}); "
-            "it cannot be loaded"
-        )
-    if names != [b.name for b in sb._bindings]:
-        raise SnapshotError(
-            f"the snapshot was made with the bindings {names}; this sandbox "
-            f"grants {[b.name for b in sb._bindings]}"
-        )
     from . import _snapshot
 
-    try:
-        return size, _snapshot.decode(data[m + 4 + hlen :], size - _STACK_BYTES)
-    except ValueError as exc:
-        raise SnapshotError(f"the snapshot's data is {exc}") from None
+    return _snapshot.unpack(
+        data,
+        guest_sha256=sb._image.guest_sha256,
+        bindings=[b.name for b in sb._bindings],
+        skip=_STACK_BYTES,
+    )

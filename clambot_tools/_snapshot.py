@@ -15,9 +15,15 @@ the parts``.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import threading
 import zlib
 from typing import Any
+
+from ._errors import SnapshotError
+
+MAGIC = b"CLAMBOT-SNAPSHOT\n"
+VERSION = 3
 
 PAGE = 4096
 #: below this, one part on the calling thread is faster than a hand-off
@@ -119,3 +125,64 @@ def decode(payload: bytes, length: int) -> list[tuple[int, bytes]]:
     if pos != len(raw):
         raise ValueError("damaged: trailing bytes")
     return regions
+
+
+def pack(
+    memory: memoryview,
+    base: bytes,
+    *,
+    guest_sha256: str,
+    bindings: list[str],
+    memory_bytes: int,
+) -> bytes:
+    """A whole snapshot: magic, header (format, guest build, bindings, memory size)
+    and the payload of `encode`."""
+    header = json.dumps(
+        {
+            "format": VERSION,
+            "guest_sha256": guest_sha256,
+            "bindings": bindings,
+            "memory_bytes": memory_bytes,
+        }
+    ).encode()
+    return MAGIC + len(header).to_bytes(4, "little") + header + encode(memory, base)
+
+
+def unpack(
+    data: Any, *, guest_sha256: str, bindings: list[str], skip: int
+) -> tuple[int, list[tuple[int, bytes]]]:
+    """(memory size, changed regions above `skip`) of a snapshot made by `pack` for
+    this guest build and these bindings.
+
+    Raises SnapshotError for anything else.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SnapshotError("a snapshot is bytes")
+    data = bytes(data)
+    m = len(MAGIC)
+    if data[:m] != MAGIC or len(data) < m + 4:
+        raise SnapshotError("these bytes are not a ClamBot snapshot")
+    hlen = int.from_bytes(data[m : m + 4], "little")
+    try:
+        header = json.loads(data[m + 4 : m + 4 + hlen])
+        fmt, guest, names = header["format"], header["guest_sha256"], header["bindings"]
+        size = int(header["memory_bytes"])
+    except (ValueError, KeyError, TypeError):
+        raise SnapshotError("the snapshot's header is damaged") from None
+    if fmt != VERSION:
+        raise SnapshotError(
+            f"snapshot format {fmt} is not supported (this version reads {VERSION})"
+        )
+    if guest != guest_sha256:
+        raise SnapshotError(
+            "the snapshot was made by another build of the guest "
+            f"({str(guest)[:12]}, this one is {guest_sha256[:12]}); it cannot be loaded"
+        )
+    if names != bindings:
+        raise SnapshotError(
+            f"the snapshot was made with the bindings {names}; this sandbox grants {bindings}"
+        )
+    try:
+        return size, decode(data[m + 4 + hlen :], size - skip)
+    except ValueError as exc:
+        raise SnapshotError(f"the snapshot's data is {exc}") from None

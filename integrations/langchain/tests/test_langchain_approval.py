@@ -200,8 +200,20 @@ def test_parse_answer(answer: Any, expected: Approval) -> None:
 def test_an_answer_for_another_call_denies() -> None:
     """Calls asking at once may ask in another order when the script runs again; an
     answer remembered as given to a different request is never applied."""
-    req_a = ApprovalRequest("refund", "", ("write",), {"order_id": "A"}, "sha")
-    req_b = ApprovalRequest("refund", "", ("write",), {"order_id": "B"}, "sha")
+    req_a = ApprovalRequest(
+        binding="refund",
+        description="",
+        effects=("write",),
+        args={"order_id": "A"},
+        code_sha256="sha",
+    )
+    req_b = ApprovalRequest(
+        binding="refund",
+        description="",
+        effects=("write",),
+        args={"order_id": "B"},
+        code_sha256="sha",
+    )
     session = SessionApprovals()
     conf: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "tools:1"}}
     session.asked(("t", "tools:1", "sha", "0"), approval_payload(req_a)["request_id"])
