@@ -31,6 +31,13 @@ def digest(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def canonical_digest(value: Any) -> str:
+    """sha256 hex digest of `value` as canonical JSON (sorted keys, no spaces); values
+    JSON cannot hold are written as their str()."""
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return digest(text)
+
+
 class AuditLog:
     """Writes audit records to one sink. Thread-safe; a failing sink never fails a run.
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._audit import AuditLog, AuditSink, digest
+from ._audit import AuditLog, AuditSink, canonical_digest, digest
 from ._bindings import Binding, BindingArgumentError, binding, to_json_bytes
 from ._context import CallContext, enter_call, leave_call
 from ._engine import TICK_S
@@ -292,6 +292,8 @@ class _Run:
         self.running: dict[cf.Future[Any], _Call] = {}
         self.deadline = time.monotonic() + sb.limits.timeout_s
         self._code_sha256: str | None = None
+        #: approval requests so far by (binding, args digest): a call's occurrence
+        self.occurrences: dict[tuple[str, str], int] = {}
         self.guest: Guest | None = None
         self.cancelled = False
         self._cancel_lock = threading.Lock()
@@ -400,12 +402,20 @@ class _Run:
         b = call.binding
         if not self.sb.policy.needs_approval(b) or b.name in self.sb._session_approved:
             return None
+        args_sha256 = canonical_digest(call.kwargs)
+        key = (b.name, args_sha256)
+        with self._cancel_lock:
+            occurrence = self.occurrences.get(key, 0)
+            self.occurrences[key] = occurrence + 1
         return ApprovalRequest(
             binding=b.name,
             description=b.description,
             effects=b.effects,
             args=dict(call.kwargs),
             code_sha256=self.code_sha256,
+            args_sha256=args_sha256,
+            occurrence=occurrence,
+            request_id=digest(f"{b.name}\0{args_sha256}\0{self.code_sha256}\0{occurrence}")[:32],
         )
 
     def _apply_answer(self, call: _Call, answer: Any) -> None:

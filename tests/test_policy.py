@@ -187,3 +187,40 @@ def test_retries_stop_at_the_run_deadline() -> None:
 def test_invalid_policies_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         Policy(**bad)
+
+
+def test_writes_are_refused_without_an_approver_unless_opted_in() -> None:
+    saved: list[str] = []
+    sb = Sandbox(bindings=[_writer(saved)])
+    res = sb.run("await tools.save({text: 'x'})")
+    assert res.error is not None and res.error.kind == "binding_denied"
+    assert "no approver is set" in res.error.message
+    assert "auto_approve=('write',)" in res.error.message  # says how to allow it
+    assert saved == []
+    opted_in = Sandbox(bindings=[_writer(saved)], policy=Policy(auto_approve=("write",)))
+    assert opted_in.run("await tools.save({text: 'y'})").value == "saved"
+    assert saved == ["y"]
+
+
+def test_the_request_names_the_exact_call() -> None:
+    seen: list[ApprovalRequest] = []
+
+    def approve(req: ApprovalRequest) -> Approval:
+        seen.append(req)
+        return Approval.ALLOW_ONCE
+
+    sb = Sandbox(bindings=[_writer([])], policy=Policy(approve=approve))
+    code = (
+        "await tools.save({text: 'a'}); await tools.save({text: 'a'});"
+        " await tools.save({text: 'b'})"
+    )
+    assert sb.run(code).ok
+    a1, a2, b = seen
+    assert a1.args_sha256 == a2.args_sha256 != b.args_sha256
+    assert (a1.occurrence, a2.occurrence, b.occurrence) == (0, 1, 0)
+    assert len({a1.request_id, a2.request_id, b.request_id}) == 3
+    # the same call of the same script asks with the same id when the script runs again
+    again: list[ApprovalRequest] = []
+    sb2 = Sandbox(bindings=[_writer([])], policy=Policy(approve=lambda r: again.append(r) or True))
+    assert sb2.run(code).ok
+    assert [r.request_id for r in again] == [r.request_id for r in seen]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from clambot_tools import ConfigError, Limits, RunResult, Sandbox
+from clambot_tools import ConfigError, Limits, Policy, RunResult, Sandbox
 from clambot_tools.stdlib import ToolError, files
 
 
@@ -39,7 +39,12 @@ def tree(tmp_path: Path) -> Path:
 
 
 def sandbox(root: Path, **kwargs: Any) -> Sandbox:
-    return Sandbox(bindings=files.bindings(root, **kwargs), limits=Limits(timeout_s=5))
+    # these tests are about confinement, not approval: writes run unasked
+    return Sandbox(
+        bindings=files.bindings(root, **kwargs),
+        limits=Limits(timeout_s=5),
+        policy=Policy(auto_approve=("write",)),
+    )
 
 
 def failure(res: RunResult, root: Path) -> str:
