@@ -18,13 +18,15 @@ from ._errors import (
     ConfigError,
     ErrorKind,
     GuestUnavailableError,
+    SessionClosedError,
     SnapshotError,
     TransientError,
 )
 from ._limits import Limits
 from ._policy import Approval, ApprovalRequest, Approver, Policy
 from ._result import LogEntry, RunError, RunResult, RunStats
-from ._sandbox import Sandbox, Session
+from ._sandbox import Sandbox
+from ._session import Session
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -54,6 +56,7 @@ __all__ = [
     "RunStats",
     "Sandbox",
     "Session",
+    "SessionClosedError",
     "SnapshotError",
     "TransientError",
     "binding",

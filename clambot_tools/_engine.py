@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import wasmtime
-from wasmtime import _bindings
 
 from ._errors import GuestUnavailableError
+from ._once import Registry
+from ._wasm import WASMTIME_VERSION, configure_engine
 
 #: Wasm code may use this much of the native (thread) stack. JS recursion mostly lives
 #: here; QuickJS's own limit (on the C stack in linear memory) is set to trip first.
@@ -34,7 +35,6 @@ NATIVE_STACK_BYTES = 5 * 1024 * 1024
 _ASYNC_STACK_BYTES = NATIVE_STACK_BYTES + 1024 * 1024
 #: The ticker wakes at least this often while runs are active (epoch granularity).
 TICK_S = 0.005
-_WASMTIME_VERSION = "50.0.1"
 
 
 def guest_wasm_bytes() -> bytes:
@@ -66,20 +66,6 @@ _POOL_KEEP_RESIDENT = 2 << 20
 _POOL_WARM_SLOTS = 8
 
 
-def _pooling(cfg: wasmtime.Config, keep_resident: int) -> None:
-    p = _bindings.wasmtime_pooling_allocation_config_new()
-    _bindings.wasmtime_pooling_allocation_config_total_memories_set(p, POOL_SLOTS)
-    _bindings.wasmtime_pooling_allocation_config_total_tables_set(p, POOL_SLOTS)
-    _bindings.wasmtime_pooling_allocation_config_total_core_instances_set(p, POOL_SLOTS)
-    _bindings.wasmtime_pooling_allocation_config_max_memory_size_set(p, 4 << 30)
-    _bindings.wasmtime_pooling_allocation_config_table_elements_set(p, 8192)
-    _bindings.wasmtime_pooling_allocation_config_max_core_instance_size_set(p, 1 << 20)
-    _bindings.wasmtime_pooling_allocation_config_linear_memory_keep_resident_set(p, keep_resident)
-    _bindings.wasmtime_pooling_allocation_config_max_unused_warm_slots_set(p, _POOL_WARM_SLOTS)
-    _bindings.wasmtime_pooling_allocation_strategy_set(cfg.ptr(), p)
-    _bindings.wasmtime_pooling_allocation_config_delete(p)
-
-
 def _make_config(fuel: bool, pooling: bool = True, keep_resident: int = 0) -> wasmtime.Config:
     cfg = wasmtime.Config()
     cfg.epoch_interruption = True
@@ -87,16 +73,24 @@ def _make_config(fuel: bool, pooling: bool = True, keep_resident: int = 0) -> wa
     cfg.cranelift_opt_level = "speed"
     # The memory never moves, so the ticker may write the interrupt flag at a fixed address.
     cfg.memory_may_move = False
-    _bindings.wasmtime_config_async_stack_size_set(cfg.ptr(), _ASYNC_STACK_BYTES)
-    cfg.max_wasm_stack = NATIVE_STACK_BYTES
+    pool = None
     if pooling:
-        _pooling(cfg, keep_resident)
+        pool = {
+            "slots": POOL_SLOTS,
+            "max_memory": 4 << 30,
+            "table_elements": 8192,
+            "instance_size": 1 << 20,
+            "keep_resident": keep_resident,
+            "warm_slots": _POOL_WARM_SLOTS,
+        }
+    configure_engine(cfg, async_stack_bytes=_ASYNC_STACK_BYTES, pool=pool)
+    cfg.max_wasm_stack = NATIVE_STACK_BYTES
     return cfg
 
 
 def _settings_key(fuel: bool) -> str:
     return (
-        f"wasmtime={_WASMTIME_VERSION};fuel={int(fuel)};stack={NATIVE_STACK_BYTES};"
+        f"wasmtime={WASMTIME_VERSION};fuel={int(fuel)};stack={NATIVE_STACK_BYTES};"
         f"async={_ASYNC_STACK_BYTES};opt=speed;epoch=1;move=0"
     )
 
@@ -301,8 +295,7 @@ class Runtime:
             return self._module
 
 
-_runtimes: dict[tuple[bool, bool], Runtime] = {}
-_runtimes_lock = threading.Lock()
+_runtimes: Registry[tuple[bool, bool], Runtime] = Registry()
 
 
 def get_runtime(fuel: bool = False, long_lived: bool = False) -> Runtime:
@@ -311,18 +304,13 @@ def get_runtime(fuel: bool = False, long_lived: bool = False) -> Runtime:
 
     Raises GuestUnavailableError if the guest module is missing.
     """
-    key = (fuel, long_lived)
-    rt = _runtimes.get(key)
-    if rt is not None:
-        return rt
-    with _runtimes_lock:
-        rt = _runtimes.get(key)
-        if rt is None:
-            keep = 0 if long_lived else _POOL_KEEP_RESIDENT
-            try:
-                engine = wasmtime.Engine(_make_config(fuel, keep_resident=keep))
-            except wasmtime.WasmtimeError:  # e.g. address space too small for the pool
-                engine = wasmtime.Engine(_make_config(fuel, pooling=False))
-            rt = Runtime(engine, guest_wasm_bytes(), Ticker(engine), fuel)
-            _runtimes[key] = rt
-    return rt
+
+    def make() -> Runtime:
+        keep = 0 if long_lived else _POOL_KEEP_RESIDENT
+        try:
+            engine = wasmtime.Engine(_make_config(fuel, keep_resident=keep))
+        except wasmtime.WasmtimeError:  # e.g. address space too small for the pool
+            engine = wasmtime.Engine(_make_config(fuel, pooling=False))
+        return Runtime(engine, guest_wasm_bytes(), Ticker(engine), fuel)
+
+    return _runtimes.get((fuel, long_lived), make)

@@ -11,7 +11,8 @@ Two families, for two audiences:
 
       ClamBotError                  base of everything raised by this package
       ├── ConfigError               invalid Limits, bindings or other arguments (also a ValueError)
-      │   └── SnapshotError         bytes that are not a loadable snapshot of this guest
+      │   ├── SnapshotError         bytes that are not a loadable snapshot of this guest
+      │   └── SessionClosedError    a run, snapshot or use of a Session after close()
       └── GuestUnavailableError     the compiled guest is missing or does not load
 
   and one exception bindings raise themselves:
@@ -62,6 +63,10 @@ class ConfigError(ClamBotError, ValueError):
 class SnapshotError(ConfigError):
     """Raised by ``Sandbox.restore`` for bytes that are not a snapshot, are damaged, or
     come from another guest build, format version or set of bindings."""
+
+
+class SessionClosedError(ConfigError):
+    """Raised when a closed ``Session`` is asked to run or to snapshot."""
 
 
 class GuestUnavailableError(ClamBotError):

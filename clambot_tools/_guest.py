@@ -1,10 +1,9 @@
-"""The guest's ABI: one QuickJS-NG instance in its own Wasmtime store.
+"""One QuickJS-NG guest instance: its host functions, its memory, its entry points.
 
-Every call into the guest and every host function goes through Wasmtime's *unchecked*
-C API (``wasmtime_func_call_unchecked`` / ``wasmtime_func_new_unchecked``): the
-high-level wasmtime-py paths cost 5-8x more per crossing (DESIGN.md, Performance).
-The types of every export and import are checked once, when the module is prepared.
-All raw calls of the package live in this module.
+The ABI (exports, status codes, the CbIo block) is written down in `_abi`; every raw
+Wasmtime call goes through `_wasm`. A `Guest` turns them into a few typed steps
+(`eval`, `resolve`, `timers`) that each return an `Outcome`, and maps every way a step
+can stop abruptly to one `GuestTrap` with a kind.
 
 Memory: the engine is configured so linear memory never moves, so its base address is
 read once. Every read or write the guest asks for is bounds-checked against the current
@@ -19,83 +18,39 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from ctypes import POINTER, byref
 from dataclasses import dataclass
 from typing import Any
 
-import wasmtime
-from wasmtime import _ffi as ffi
-
+from . import _abi, _wasm
 from ._errors import ErrorKind
 from ._image import StartImage
 
-ST_DONE, ST_ERROR, ST_WAIT = 0, 1, 2
-_ABORT_KINDS: dict[int, ErrorKind] = {1: "memory"}
-
-_VAL = ffi.wasmtime_val_raw
-_CALLBACK = ffi.wasmtime_func_unchecked_callback_t
-_NO_FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)()
-
-
-class _Fast:
-    """The same C functions as wasmtime's bindings, called *without* releasing the GIL.
-
-    ctypes releases the GIL around every call into a CDLL. For calls that take a
-    microsecond (bookkeeping, short exports) that release/reacquire is most of their
-    cost, and with several threads it turns into GIL ping-pong. These go through a
-    PyDLL handle to the same library instead; anything that may run JS still releases.
-    """
-
-    def __init__(self) -> None:
-        lib = ctypes.PyDLL(ffi.dll._name)
-        for name in (
-            "wasmtime_store_new",
-            "wasmtime_store_context",
-            "wasmtime_store_limiter",
-            "wasmtime_context_set_epoch_deadline",
-            "wasmtime_context_set_fuel",
-            "wasmtime_context_get_fuel",
-            "wasmtime_context_get_data",
-            "wasmtime_caller_context",
-            "wasmtime_instance_export_nth",
-            "wasmtime_memory_data",
-            "wasmtime_memory_data_size",
-            "wasmtime_func_call_unchecked",
-            "wasmtime_trap_new",
-            "wasmtime_trap_code",
-        ):
-            slow = getattr(ffi.dll, name)
-            fast = getattr(lib, name)
-            fast.argtypes, fast.restype = slow.argtypes, slow.restype
-            setattr(self, name, fast)
-
-    def __getattr__(self, name: str) -> Any:  # pragma: no cover - typing aid
-        raise AttributeError(name)
-
-
-_fast = _Fast()
-
 _tls = threading.local()
 
-#: live guests by id; host functions find their guest through the id in their env pointer
+#: live guests by id; host functions find their guest through their store's data
 _LIVE: dict[int, Guest] = {}
 _ids = itertools.count(1)
+_IO_STEP_BYTES = 4 * _abi.IO_STEP_FIELDS
+_POLL_OFFSET = _abi.io_offset("poll_every")
 
 
 class GuestTrap(Exception):
-    """The guest stopped abruptly; `kind` says why. The instance must be discarded."""
+    """The guest stopped abruptly; `kind` says why. The instance must be discarded.
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
+    `detail` is the engine's own text when the engine stopped it (for the logs).
+    """
+
+    def __init__(self, kind: ErrorKind, detail: str = "") -> None:
+        super().__init__(detail or kind)
         self.kind: ErrorKind = kind
-        self.message = message
+        self.detail = detail
 
 
 @dataclass
 class Outcome:
     """What one step of the guest produced."""
 
-    state: int
+    state: _abi.State
     payload: bytes
     pending: int
     next_timer_ms: int
@@ -104,61 +59,68 @@ class Outcome:
 
 # ---------------------------------------------------------------- host functions
 
-
-def _trap_ptr(message: bytes) -> int:
-    trap = _fast.wasmtime_trap_new(message, len(message))
-    return ctypes.cast(trap, ctypes.c_void_p).value or 0
+_VALS = "ctypes.Array[Any]"
 
 
-def _host(fn: Callable[[Guest, ctypes.Array[_VAL]], int | None]) -> Any:
-    """Wrap a host function: find its guest (the store's data is the guest's id) and
-    never let a Python exception cross into C."""
+def _host(fn: Callable[[Guest, Any], int | None]) -> Any:
+    """Wrap a host function: find its guest, and never let a Python exception cross
+    into C. A KeyboardInterrupt (or another BaseException a signal handler raised
+    while the guest ran on the main thread) stops the run and is re-raised by the
+    step that called into the guest."""
 
-    def entry(env: int | None, caller: Any, args: ctypes.Array[_VAL], nargs: int) -> int:
+    def entry(env: Any, caller: Any, args: Any, nargs: int) -> int:
         # wasm runs on the thread that called into it, so the guest being called on
         # this thread is the caller; the store's data (its id) is the slow way to ask
         guest = getattr(_tls, "guest", None)
         if guest is None:
-            ctx = _fast.wasmtime_caller_context(caller)
-            guest = _LIVE.get(_fast.wasmtime_context_get_data(ctx) or 0)
+            guest = _LIVE.get(_wasm.caller_data(caller))
         if guest is None:
-            return _trap_ptr(b"clambot: guest is gone")
+            return _wasm.new_trap(b"clambot: guest is gone")
         try:
             if fn(guest, args) is None:
                 return 0
-            return _trap_ptr(b"clambot: run stopped by the host")
-        except BaseException as exc:  # noqa: BLE001 - must not cross the C boundary
+            return _wasm.new_trap(b"clambot: run stopped by the host")
+        except Exception as exc:  # noqa: BLE001 - must not cross the C boundary
             guest.abort_kind = "internal"
-            guest.abort_message = f"host function failed: {type(exc).__name__}"
-            return _trap_ptr(b"clambot: host function failed")
+            guest.abort_detail = f"host function failed: {type(exc).__name__}"
+            return _wasm.new_trap(b"clambot: host function failed")
+        except BaseException as exc:  # noqa: BLE001 - re-raised once out of the guest
+            guest.raised = exc
+            guest.abort_kind = "timeout"
+            guest.abort_detail = "stopped by " + type(exc).__name__
+            return _wasm.new_trap(b"clambot: run stopped by the host")
 
-    return _CALLBACK(entry)
+    return _wasm.host_callback(entry)
 
 
-def _h_log(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+def _h_log(g: Guest, a: Any) -> int | None:
     level, data = a[0].i32, g.read(a[1].i32, a[2].i32)
     a[0].i32 = 0
     if g.on_log(level, data):
         return None
     g.abort_kind = "output_limit"
-    g.abort_message = "console output exceeded the log limit"
     return 1
 
 
-def _h_call(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+def _h_call(g: Guest, a: Any) -> int | None:
     call_id, tool, data = a[0].i32, a[1].i32, g.read(a[2].i32, a[3].i32)
     a[0].i32 = g.on_call(call_id, tool, data)
     return None
 
 
-def _h_abort(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
-    kind = _ABORT_KINDS.get(a[0].i32, "internal")
-    g.abort_kind = kind
-    g.abort_message = "the script exceeded the memory limit" if kind == "memory" else "guest abort"
+def _h_abort(g: Guest, a: Any) -> int | None:
+    g.abort_kind = "memory" if a[0].i32 == _abi.Abort.MEMORY else "internal"
+    g.abort_detail = "guest abort"
     return 1
 
 
-def _h_fd_write(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+def _h_poll(g: Guest, a: Any) -> int | None:
+    # Nothing to do: running Python code here lets the interpreter run a pending
+    # signal handler (Ctrl-C) on the main thread, which raises through `_host`.
+    return None
+
+
+def _h_fd_write(g: Guest, a: Any) -> int | None:
     fd, iovs, count, out = a[0].i32, a[1].i32, a[2].i32, a[3].i32
     chunks = []
     total = 0
@@ -172,12 +134,11 @@ def _h_fd_write(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
     a[0].i32 = 0
     if fd in (1, 2) and total and not g.on_log(3 if fd == 2 else 0, b"".join(chunks)):
         g.abort_kind = "output_limit"
-        g.abort_message = "console output exceeded the log limit"
         return 1
     return None
 
 
-def _h_clock(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+def _h_clock(g: Guest, a: Any) -> int | None:
     clock_id, out = a[0].i32, a[2].i32
     if g.frozen_clock:  # while building the start image: keep it reproducible
         now = 0
@@ -188,8 +149,8 @@ def _h_clock(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
     return None
 
 
-def _errno(code: int) -> Callable[[Guest, ctypes.Array[_VAL]], int | None]:
-    def stub(g: Guest, a: ctypes.Array[_VAL]) -> int | None:
+def _errno(code: int) -> Callable[[Guest, Any], int | None]:
+    def stub(g: Guest, a: Any) -> int | None:
         a[0].i32 = code
         return None
 
@@ -201,70 +162,50 @@ _HOST_FUNCS: dict[tuple[str, str], Any] = {
     ("clambot", "log"): _host(_h_log),
     ("clambot", "call"): _host(_h_call),
     ("clambot", "abort"): _host(_h_abort),
+    ("clambot", "poll"): _host(_h_poll),
     ("wasi_snapshot_preview1", "fd_write"): _host(_h_fd_write),
     ("wasi_snapshot_preview1", "clock_time_get"): _host(_h_clock),
     ("wasi_snapshot_preview1", "fd_close"): _host(_errno(_EBADF)),
     ("wasi_snapshot_preview1", "fd_seek"): _host(_errno(_ESPIPE)),
     ("wasi_snapshot_preview1", "fd_fdstat_get"): _host(_errno(_EBADF)),
 }
+assert set(_HOST_FUNCS) == _abi.IMPORTS
 
 
 # ---------------------------------------------------------------- the instance
 
 
-class Linked:
-    """A start image, linked once: an InstancePre with our host functions, and the
-    positions of the exports the host uses."""
+class _Layout:
+    """Addresses inside the guest: the same in every instance of one image."""
 
-    def __init__(self, image: StartImage) -> None:
-        self.image = image
-        engine = image.runtime.engine
-        linker = ffi.wasmtime_linker_new(engine.ptr())
-        try:
-            for mod, name, ftype in image.imports:
-                m, n = mod.encode(), name.encode()
-                err = ffi.wasmtime_linker_define_func_unchecked(
-                    linker,
-                    m,
-                    len(m),
-                    n,
-                    len(n),
-                    ftype.ptr(),
-                    _HOST_FUNCS[(mod, name)],
-                    None,
-                    _NO_FINALIZER,
-                )
-                if err:
-                    raise wasmtime.WasmtimeError._from_ptr(err)
-            self.pre = ctypes.POINTER(ffi.wasmtime_instance_pre_t)()
-            err = ffi.wasmtime_linker_instantiate_pre(linker, image.module.ptr(), byref(self.pre))
-            if err:
-                raise wasmtime.WasmtimeError._from_ptr(err)
-        finally:
-            ffi.wasmtime_linker_delete(linker)
-        names = [e.name for e in image.module.exports]
-        self.export_index = {n: names.index(n) for n in (*image.export_names, "memory")}
-        # Addresses inside the guest are the same in every instance of one image.
-        self.io_addr = 0
-        self.interrupt_addr = 0
-        self.inline_addr = 0
+    def __init__(self, linked: _wasm.Linked) -> None:
+        self.linked = linked
+        self.io = 0
+        self.interrupt = 0
+        self.inline = 0
         self.inline_cap = 0
 
 
-_linked: dict[int, Linked] = {}
-_linked_lock = threading.Lock()
+_layout_lock = threading.Lock()
 
 
-def linked(image: StartImage) -> Linked:
-    """The process-wide linked form of `image`."""
-    lk = _linked.get(id(image))
-    if lk is None:
-        with _linked_lock:
-            lk = _linked.get(id(image))
-            if lk is None:
-                lk = Linked(image)
-                _linked[id(image)] = lk
-    return lk
+def _layout(image: StartImage) -> _Layout:
+    """The image's module linked to our host functions (once per image)."""
+    lay = image.layout
+    if lay is None:
+        with _layout_lock:
+            lay = image.layout
+            if lay is None:
+                linked = _wasm.Linked(
+                    image.runtime.engine,
+                    image.module,
+                    image.imports,
+                    _HOST_FUNCS,
+                    image.export_names,
+                )
+                lay = image.layout = _Layout(linked)
+    assert isinstance(lay, _Layout)
+    return lay
 
 
 def _noop_log(level: int, data: bytes) -> bool:
@@ -276,7 +217,11 @@ def _noop_call(call_id: int, tool: int, data: bytes) -> int:
 
 
 class Guest:
-    """One guest instance in its own store. Not thread-safe: one run at a time."""
+    """One guest instance in its own store. Not thread-safe: one step at a time.
+
+    Raises GuestTrap (kind ``internal`` when every slot of the engine's pool is in use,
+    ``memory`` when the instance does not fit its memory limit) if it cannot be made.
+    """
 
     def __init__(
         self,
@@ -285,83 +230,61 @@ class Guest:
         memory_limit_bytes: int,
         fuel: int | None = None,
     ) -> None:
-        lk = linked(image)
+        lay = _layout(image)
         self.runtime = image.runtime
         self.id = next(_ids)
         self.abort_kind: ErrorKind | None = None
-        self.abort_message = ""
+        self.abort_detail = ""
+        #: a BaseException (KeyboardInterrupt) raised while the guest ran
+        self.raised: BaseException | None = None
         self.frozen_clock = image.needs_init
         self.on_log: Callable[[int, bytes], bool] = _noop_log
         #: called for each tool call; returns 0 (answer later with `resolve`) or what
         #: `answer_now` returned
         self.on_call: Callable[[int, int, bytes], int] = _noop_call
         self.closed = False
-        self._store = _fast.wasmtime_store_new(
-            image.runtime.engine.ptr(), ctypes.c_void_p(self.id), _NO_FINALIZER
-        )
-        self._ctx = _fast.wasmtime_store_context(self._store)
-        _fast.wasmtime_store_limiter(self._store, memory_limit_bytes, -1, -1, -1, -1)
-        _fast.wasmtime_context_set_epoch_deadline(self._ctx, 1 << 62)
         self.fuel = fuel
-        if image.runtime.fuel:  # an engine that meters fuel traps at once without any
-            _fast.wasmtime_context_set_fuel(self._ctx, 1 << 62)
-        _LIVE[self.id] = self
-        instance = ffi.wasmtime_instance_t()
-        trap = POINTER(ffi.wasm_trap_t)()
-        err = ffi.wasmtime_instance_pre_instantiate(lk.pre, self._ctx, byref(instance), byref(trap))
-        if err or trap:
-            if err:
-                why = str(wasmtime.WasmtimeError._from_ptr(err))
-            else:
-                why = str(wasmtime.Trap._from_ptr(trap))
-            self.close()
-            if "concurrent" in why:  # every slot of the engine's pool is in use
-                raise GuestTrap("internal", f"too many sandboxes are alive at once: {why}")
-            raise GuestTrap("memory", "the sandbox could not be created within its memory limit")
-        self._funcs = {}
-        item = ffi.wasmtime_extern_t()
-        name_ptr = ctypes.POINTER(ctypes.c_char)()
-        name_len = ctypes.c_size_t()
-        for name, idx in lk.export_index.items():
-            _fast.wasmtime_instance_export_nth(
-                self._ctx, byref(instance), idx, byref(name_ptr), byref(name_len), byref(item)
-            )
-            if name == "memory":
-                self._mem = ffi.wasmtime_memory_t()
-                ctypes.pointer(self._mem)[0] = item.of.memory
-            else:
-                f = ffi.wasmtime_func_t()
-                ctypes.pointer(f)[0] = item.of.func
-                self._funcs[name] = f
-        self._vals = (_VAL * 8)()
+        self._poll_every = 0
         self._known_size = 0
-        self.base = (
-            ctypes.cast(
-                _fast.wasmtime_memory_data(self._ctx, byref(self._mem)), ctypes.c_void_p
-            ).value
-            or 0
-        )
-        if image.needs_init:
-            self.call("_initialize")
-            if self.call("cb_init", image.stack_bytes) != 0:
-                raise GuestTrap("internal", "guest initialisation failed")
-            self.frozen_clock = False
-        if not lk.io_addr:
-            lk.io_addr = self.call("cb_io", quick=True)
-            lk.interrupt_addr = self.call("cb_interrupt_addr", quick=True)
-            raw = self.read(lk.io_addr + 20, 8)
-            lk.inline_addr = int.from_bytes(raw[:4], "little")
-            lk.inline_cap = int.from_bytes(raw[4:], "little")
-        self._io = lk.io_addr
-        self._inline_addr, self._inline_cap = lk.inline_addr, lk.inline_cap
-        self.interrupt_address = self.base + lk.interrupt_addr
+        self._store = _wasm.Store(image.runtime.engine, self.id, memory_limit_bytes)
+        try:
+            if image.runtime.fuel:  # an engine that meters fuel traps at once without any
+                self._store.set_fuel(1 << 62)
+            _LIVE[self.id] = self
+            try:
+                self._inst = _wasm.Instance(lay.linked, self._store)
+            except _wasm.InstantiationError as exc:
+                if exc.pool_full:
+                    raise GuestTrap(
+                        "internal", f"too many sandboxes are alive at once: {exc}"
+                    ) from None
+                raise GuestTrap("memory", str(exc)) from None
+            self.base = self._inst.base
+            if image.needs_init:
+                self.call("_initialize")
+                if self.call("cb_init", image.stack_bytes) != 0:
+                    raise GuestTrap("internal", "guest initialisation failed")
+                self.frozen_clock = False
+            if not lay.io:
+                lay.io = self.call("cb_io", quick=True)
+                lay.interrupt = self.call("cb_interrupt_addr", quick=True)
+                raw = self.read(lay.io + _abi.io_offset("inline_ptr"), 8)
+                lay.inline = int.from_bytes(raw[:4], "little")
+                lay.inline_cap = int.from_bytes(raw[4:], "little")
+        except BaseException:
+            self.close()
+            raise
+        self._io = lay.io
+        self._inline_addr, self._inline_cap = lay.inline, lay.inline_cap
+        self.interrupt_address = self.base + lay.interrupt
         if fuel is not None:  # the budget starts now, identical for every run
-            _fast.wasmtime_context_set_fuel(self._ctx, fuel)
+            self._store.set_fuel(fuel)
 
     # -- memory
 
     def size(self) -> int:
-        return int(_fast.wasmtime_memory_data_size(self._ctx, byref(self._mem)))
+        """Bytes of linear memory now."""
+        return self._inst.memory_size()
 
     def _check(self, ptr: int, length: int) -> None:
         # memory only grows, so a size seen once stays valid; ask again only past it
@@ -402,14 +325,8 @@ class Guest:
         Raises GuestTrap (kind memory) if the store's limit does not allow the size.
         """
         current = self.size()
-        if size > current:
-            prev = ctypes.c_uint64()
-            err = ffi.wasmtime_memory_grow(
-                self._ctx, byref(self._mem), (size - current + 65535) // 65536, byref(prev)
-            )
-            if err:
-                wasmtime.WasmtimeError._from_ptr(err)
-                raise GuestTrap("memory", "the saved state does not fit the memory limit")
+        if size > current and not self._inst.grow_memory((size - current + 65535) // 65536):
+            raise GuestTrap("memory", "the saved state does not fit the memory limit")
         if skip + len(data) > self.size():
             raise GuestTrap("internal", "the saved state is larger than its memory")
         self.write(skip, data)
@@ -417,11 +334,19 @@ class Guest:
     def set_fuel(self, fuel: int) -> None:
         """Give the store exactly `fuel` units from now on."""
         self.fuel = fuel
-        _fast.wasmtime_context_set_fuel(self._ctx, fuel)
+        self._store.set_fuel(fuel)
 
     def interrupt(self) -> None:
         """Ask QuickJS to stop at its next interrupt check (safe from any thread)."""
-        ctypes.c_int32.from_address(self.interrupt_address).value = 1
+        if not self.closed:
+            ctypes.c_int32.from_address(self.interrupt_address).value = 1
+
+    def poll_host(self, every: int) -> None:
+        """Have the guest call back into the host every `every` interrupt checks
+        (0: never), so a Ctrl-C on the main thread is seen during long JavaScript."""
+        if every != self._poll_every:
+            self._poll_every = every
+            self.write(self._io + _POLL_OFFSET, every.to_bytes(4, "little", signed=True))
 
     # -- calls
 
@@ -431,49 +356,37 @@ class Guest:
 
         Raises GuestTrap when the guest traps, whatever the reason.
         """
-        vals = self._vals
+        vals = self._inst.vals
         for i, v in enumerate(args):
             vals[i].i64 = v
-        trap = POINTER(ffi.wasm_trap_t)()
-        call = _fast.wasmtime_func_call_unchecked if quick else ffi.wasmtime_func_call_unchecked
         outer = getattr(_tls, "guest", None)
         _tls.guest = self
         try:
-            err = call(self._ctx, byref(self._funcs[name]), vals, 8, byref(trap))
+            return self._inst.call(name, len(args), release_gil=not quick)
+        except _wasm.CallFailed as exc:
+            raise self._trap(exc) from None
         finally:
             _tls.guest = outer
-        if err:
-            werr = wasmtime.WasmtimeError._from_ptr(err)  # takes ownership
-            if self.abort_kind is not None:  # a host function stopped the run
-                raise GuestTrap(self.abort_kind, self.abort_message)
-            raise GuestTrap("internal", f"wasmtime error: {str(werr).splitlines()[0]}")
-        if trap:
-            raise self._trap_error(trap)
-        return int(vals[0].i32)
 
-    def _trap_error(self, trap: Any) -> GuestTrap:
-        code = ffi.wasmtime_trap_code_t()
-        has_code = _fast.wasmtime_trap_code(trap, byref(code))
-        t = wasmtime.Trap._from_ptr(trap)  # takes ownership; frees the trap
-        if self.abort_kind is not None:
-            return GuestTrap(self.abort_kind, self.abort_message)
-        if has_code:
-            c = code.value
-            if c == wasmtime.TrapCode.INTERRUPT.value:
-                return GuestTrap("timeout", "the script ran past its time limit")
-            if c == wasmtime.TrapCode.OUT_OF_FUEL.value:
-                return GuestTrap("timeout", "the script used up its fuel budget")
-            if c == wasmtime.TrapCode.STACK_OVERFLOW.value:
-                return GuestTrap("stack", "call stack exhausted (recursion too deep)")
-        return GuestTrap("internal", f"the engine stopped the script: {t.message}")
+    def _trap(self, exc: _wasm.CallFailed) -> GuestTrap:
+        if self.abort_kind is not None:  # a host function stopped the run
+            return GuestTrap(self.abort_kind, self.abort_detail)
+        if exc.code == "INTERRUPT":
+            return GuestTrap("timeout", "epoch deadline")
+        if exc.code == "OUT_OF_FUEL":
+            return GuestTrap("timeout", "out of fuel")
+        if exc.code == "STACK_OVERFLOW":
+            return GuestTrap("stack", "native stack exhausted")
+        return GuestTrap("internal", f"the engine stopped the script: {exc.message}")
 
     def outcome(self, state: int) -> Outcome:
         """Read the CbIo block after a state change."""
-        raw = self.read(self._io, 20)
+        raw = self.read(self._io, _IO_STEP_BYTES)
         out_ptr, out_len, pending, next_ms, mem = (
-            int.from_bytes(raw[i : i + 4], "little", signed=True) for i in range(0, 20, 4)
+            int.from_bytes(raw[i : i + 4], "little", signed=True)
+            for i in range(0, _IO_STEP_BYTES, 4)
         )
-        return Outcome(state, self.read(out_ptr, out_len), pending, next_ms, mem)
+        return Outcome(_abi.State(state), self.read(out_ptr, out_len), pending, next_ms, mem)
 
     def eval(
         self, names: bytes, code: bytes, mem_limit: int, result_cap: int, stack: int, seed: int
@@ -496,7 +409,7 @@ class Guest:
         return len(payload) + 1
 
     def resolve(self, call_id: int, status: int, payload: bytes) -> Outcome:
-        """Settle a pending tool call: status 0 ok (payload is JSON), else an error message."""
+        """Settle a pending tool call (see `_abi.Resolve`)."""
         buf = self.call("cb_alloc", len(payload) + 1, quick=True)
         if not buf:
             raise GuestTrap("memory", "no room for a tool result in guest memory")
@@ -510,19 +423,24 @@ class Guest:
         return self.outcome(self.call("cb_timers"))
 
     def fuel_used(self) -> int | None:
-        if self.fuel is None:
+        """Fuel spent since the budget was set (None without fuel)."""
+        if self.fuel is None or self.closed:
             return None
-        left = ctypes.c_uint64()
-        _fast.wasmtime_context_get_fuel(self._ctx, byref(left))
-        return self.fuel - int(left.value)
+        return self.fuel - self._store.fuel_left()
 
     def set_epoch_deadline(self, ticks: int) -> None:
         """Trap once the engine's epoch has advanced `ticks` times from now."""
-        _fast.wasmtime_context_set_epoch_deadline(self._ctx, ticks)
+        self._store.set_epoch_deadline(ticks)
 
     def close(self) -> None:
         """Release the store (its slot goes back to the engine's pool). Safe to call twice."""
         if not self.closed:
             self.closed = True
             _LIVE.pop(self.id, None)
-            ffi.wasmtime_store_delete(self._store)
+            self._store.close()
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

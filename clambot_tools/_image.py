@@ -1,40 +1,25 @@
-"""The start image: the guest with QuickJS already initialised, as a module of its own.
+"""The start image's format: the guest with QuickJS already initialised, as a module.
 
 Initialising QuickJS (runtime, context, intrinsics, console glue) costs more than a
-whole small run. So it is done once: a template instance runs ``_initialize`` and
-``cb_init`` with a frozen clock (so the result is reproducible), its linear memory is
-read, and a new module is written whose data segments *are* that memory. Wasmtime maps
-such data copy-on-write, so every fresh sandbox starts initialised for the price of an
-instantiation. The image module is compiled once and cached on disk like the guest.
-
-The image depends only on the guest bytes and the engine settings (tool names are
-installed per run), so one image serves every Sandbox in the process.
+whole small run. So it is done once (`_startup`): a template instance runs
+``_initialize`` and ``cb_init`` with a frozen clock (so the result is reproducible), its
+linear memory is read, and `rewrite_with_memory` writes a new module whose data
+segments *are* that memory. Wasmtime maps such data copy-on-write, so every fresh
+sandbox starts initialised for the price of an instantiation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from dataclasses import dataclass
+from typing import Any
 
 import wasmtime
 
-from ._engine import Runtime, cached_module, get_runtime
-from ._errors import GuestUnavailableError
-from ._limits import GUEST_C_STACK_KB
+from ._abi import EXPORTS
+from ._engine import Runtime
 
-EXPORTS = (
-    "_initialize",
-    "cb_init",
-    "cb_alloc",
-    "cb_free",
-    "cb_io",
-    "cb_interrupt_addr",
-    "cb_eval",
-    "cb_resolve",
-    "cb_timers",
-)
 _PAGE = 65536
 #: zero runs shorter than this stay inside a data segment
 _GAP = 4096
@@ -54,9 +39,15 @@ class StartImage:
     guest_sha256: str
     #: memory of a fresh instance above the C stack (snapshots store the difference)
     base_memory: bytes | None = None
+    #: the module linked to the host functions, made by the first Guest (`_guest`)
+    layout: Any = None
 
 
-def _describe(runtime: Runtime, module: wasmtime.Module, needs_init: bool) -> StartImage:
+def describe_module(runtime: Runtime, module: wasmtime.Module, needs_init: bool) -> StartImage:
+    """The StartImage of `module`: its function imports and our exports, checked.
+
+    Raises wasmtime.WasmtimeError if an export is missing.
+    """
     imports = []
     for imp in module.imports:
         ty = imp.type
@@ -155,55 +146,3 @@ def rewrite_with_memory(wasm: bytes, memory: bytes, skip_below: int) -> bytes:
         out += body
     assert wrote_data, "guest has no data section"
     return bytes(out)
-
-
-# ---------------------------------------------------------------- building and caching
-
-_images: dict[tuple[bool, bool], StartImage] = {}
-_lock = threading.Lock()
-
-
-def _image_wasm(runtime: Runtime) -> bytes:
-    from ._guest import Guest  # the template is a normal guest, initialised once
-
-    plain = _describe(runtime, runtime.plain_module(), needs_init=True)
-    template = Guest(plain, memory_limit_bytes=256 << 20)
-    try:
-        memory = template.read(0, template.size())
-    finally:
-        template.close()
-    return rewrite_with_memory(runtime.wasm, memory, GUEST_C_STACK_KB * 1024)
-
-
-def _build(runtime: Runtime) -> StartImage:
-    # The image is a pure function of the guest and the settings (the clock is frozen
-    # while it is made), so the cache key needs no template run: a warm start only
-    # deserializes.
-    try:
-        module = cached_module(
-            runtime.engine,
-            b"start-image-v1\0" + runtime.wasm,
-            runtime.fuel,
-            lambda: _image_wasm(runtime),
-        )
-    except wasmtime.WasmtimeError as exc:
-        raise GuestUnavailableError(f"the start image does not compile: {exc}") from exc
-    return _describe(runtime, module, needs_init=False)
-
-
-def start_image(fuel: bool = False, long_lived: bool = False) -> StartImage:
-    """The process-wide start image for the engine with or without fuel, for short runs
-    or for sessions (two engines: see _engine._POOL_KEEP_RESIDENT).
-
-    Raises GuestUnavailableError if the guest is missing or broken.
-    """
-    key = (fuel, long_lived)
-    img = _images.get(key)
-    if img is not None:
-        return img
-    with _lock:
-        img = _images.get(key)
-        if img is None:
-            img = _build(get_runtime(fuel, long_lived))
-            _images[key] = img
-    return img

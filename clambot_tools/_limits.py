@@ -37,6 +37,9 @@ class Limits:
             tool call; more ends the run with kind ``output_limit`` (default 1 MiB).
         fuel: an optional deterministic budget of Wasm instructions (roughly); when it
             runs out the run ends with kind ``timeout``. Costs about 10-20% speed.
+        max_concurrent_calls: most tool calls of one run running at once (default
+            16); more wait their turn (``Promise.all`` over 100 calls runs 16 at a
+            time), so one run cannot take every thread of the process.
 
     Raises ConfigError (a ValueError) for a value out of range.
     """
@@ -47,6 +50,7 @@ class Limits:
     max_log_bytes: int = 1 << 20
     max_result_bytes: int = 1 << 20
     fuel: int | None = None
+    max_concurrent_calls: int = 16
 
     def __post_init__(self) -> None:
         _check("timeout_s", self.timeout_s, 1e-3, 24 * 3600, integer=False)
@@ -54,5 +58,18 @@ class Limits:
         _check("stack_kb", self.stack_kb, 64, GUEST_C_STACK_KB - 64, integer=True)
         _check("max_log_bytes", self.max_log_bytes, 0, 1 << 30, integer=True)
         _check("max_result_bytes", self.max_result_bytes, 16, 256 << 20, integer=True)
+        _check("max_concurrent_calls", self.max_concurrent_calls, 1, 256, integer=True)
         if self.fuel is not None:
             _check("fuel", self.fuel, 1, 1 << 62, integer=True)
+
+
+_MIB = 1 << 20
+
+
+def store_limit(limits: Limits) -> int:
+    """The cap on a guest's linear memory (the second wall behind the JS heap's cap): the
+    heap cap, the C stack, room for two result buffers, and 32 MiB for static data and
+    the allocator's pre-GC reserve."""
+    return (
+        limits.memory_mb * _MIB + 2 * limits.max_result_bytes + GUEST_C_STACK_KB * 1024 + 32 * _MIB
+    )

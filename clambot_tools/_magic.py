@@ -26,7 +26,8 @@ from ._display import run_result_html, run_result_markdown, run_result_text
 from ._errors import ConfigError
 from ._limits import Limits
 from ._result import RunResult
-from ._sandbox import Sandbox, Session
+from ._sandbox import Sandbox
+from ._session import Session
 
 if TYPE_CHECKING:
     from IPython.core.interactiveshell import InteractiveShell

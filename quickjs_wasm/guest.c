@@ -34,6 +34,10 @@ CB_IMPORT("log") int32_t host_log(int32_t level, const char *p, int32_t len);
 CB_IMPORT("call") int32_t host_call(int32_t id, int32_t tool, const char *args, int32_t len);
 /* Ends the run at once (the host traps); kind is one of ABORT_*. */
 CB_IMPORT("abort") void host_abort(int32_t kind);
+/* Lets the host run its own pending work (a Ctrl-C on its main thread) during long
+   JavaScript: called from the interrupt handler every `poll_every` checks when the
+   host asks for it. The host traps to stop the run. */
+CB_IMPORT("poll") void host_poll(void);
 
 enum { ST_DONE = 0, ST_ERROR = 1, ST_WAIT = 2 };
 enum { ABORT_MEMORY = 1 };
@@ -47,6 +51,8 @@ static void note_binding_error(JSContext *ctx, JSValueConst err, int kind);
 #define MAX_MESSAGE 4096
 #define MAX_STACK 8192
 #define MAX_BINDING_ERRORS 256
+/* script frames remembered per tool call, for the stack of its error */
+#define CALL_FRAMES 4
 
 typedef struct {
     int32_t out_ptr;       /* output of the last state change */
@@ -56,6 +62,8 @@ typedef struct {
     int32_t mem_used;      /* bytes the JS heap holds */
     int32_t inline_ptr;    /* where the host may answer a tool call at once */
     int32_t inline_cap;
+    int32_t poll_every;    /* written by the host: call host_poll every N interrupt
+                              checks (0: never) */
 } CbIo;
 
 /* A tool call the host answers during `call` (a fast sync binding, or a refusal):
@@ -63,9 +71,17 @@ typedef struct {
 #define INLINE_CAP 65536
 static char g_inline[INLINE_CAP];
 
+/* Where a tool call was made: a bytecode function and the pc in it (the line and
+   column are worked out only if the call fails). */
+typedef struct {
+    JSValue func; /* JS_UNDEFINED when unused */
+    uint32_t pc;
+} CallFrame;
+
 typedef struct {
     int32_t id;
     JSValue funcs[2]; /* resolve, reject */
+    CallFrame where[CALL_FRAMES];
 } Pending;
 
 typedef struct {
@@ -83,6 +99,8 @@ static size_t g_result_cap = 1 << 20;
 static JSValue g_main = JS_UNDEFINED;   /* the promise of the running script */
 static JSValue g_timers = JS_UNDEFINED; /* glue: fire due timers, return next delay */
 static JSValue g_to_list = JS_UNDEFINED; /* glue: Array.from */
+static JSValue g_make_tools = JS_UNDEFINED; /* glue: the Proxy around `tools` */
+static JSValue g_explain = JS_UNDEFINED;    /* glue: name a missing tool in an error */
 static Pending *g_pending;
 static int g_npending, g_cap_pending;
 static int32_t g_call_seq;
@@ -182,8 +200,14 @@ static const JSMallocFunctions cb_malloc_funcs = {
     cb_js_calloc, cb_js_malloc, cb_js_free, cb_js_realloc, cb_js_usable_size,
 };
 
+static int32_t g_poll_countdown;
+
 static int cb_interrupt_handler(JSRuntime *rt, void *opaque)
 {
+    if (!g_interrupt && g_io.poll_every > 0 && --g_poll_countdown <= 0) {
+        g_poll_countdown = g_io.poll_every;
+        host_poll(); /* may trap: the run ends here */
+    }
     if (g_interrupt) {
         g_interrupted = 1;
         return 1;
@@ -752,10 +776,10 @@ static int is_binding_error(JSContext *ctx, JSValueConst exc)
 static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *forced_kind,
                                  int compile_phase)
 {
-    const char *kind = forced_kind, *name = NULL, *msg = NULL, *stack = NULL;
+    const char *kind = forced_kind, *name = NULL, *msg = NULL, *stack = NULL, *call = NULL;
     char *desc = NULL;
-    size_t nn = 0, mn = 0, sn = 0;
-    int bkind;
+    size_t nn = 0, mn = 0, sn = 0, cn = 0;
+    int bkind = KIND_NONE;
 
     out_reset(1 << 20); /* errors are bounded field by field, not by the result cap */
     if (JS_IsError(exc)) {
@@ -765,8 +789,10 @@ static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *f
     } else {
         desc = describe_value(ctx, exc);
     }
+    bkind = is_binding_error(ctx, exc);
+    if (bkind != KIND_NONE && JS_IsError(exc))
+        call = get_str_prop(ctx, exc, "call", &cn);
     if (!kind) {
-        bkind = is_binding_error(ctx, exc);
         if (g_interrupted)
             kind = "timeout";
         else if (bkind == KIND_BINDING_FAILED)
@@ -783,6 +809,24 @@ static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *f
             kind = "memory";
         else
             kind = "runtime";
+    }
+    if (!strcmp(kind, "runtime") && name && !strcmp(name, "TypeError") && msg &&
+        !strcmp(msg, "not a function") && stack && !g_interrupted) {
+        /* `tools.nope(...)`: say which tool is missing and what is granted */
+        JSValue arg = JS_NewStringLen(ctx, stack, sn);
+        JSValue better = JS_Call(ctx, g_explain, JS_UNDEFINED, 1, (JSValueConst *)&arg);
+        JS_FreeValue(ctx, arg);
+        if (JS_IsException(better))
+            clear_exception(ctx);
+        else if (JS_IsString(better)) {
+            const char *text = JS_ToCStringLen(ctx, &mn, better);
+            if (text) {
+                JS_FreeCString(ctx, msg);
+                msg = text;
+            } else
+                clear_exception(ctx);
+        }
+        JS_FreeValue(ctx, better);
     }
     out_put("{", 1);
     out_field("kind", kind, strlen(kind), 64, 1);
@@ -803,11 +847,14 @@ static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *f
         out_field("message", msg ? msg : "", msg ? mn : 0, MAX_MESSAGE, 0);
         if (stack)
             out_field("stack", stack, sn, MAX_STACK, 0);
+        if (call)
+            out_field("call", call, cn, 512, 0);
     }
     out_put("}", 1);
     if (name) JS_FreeCString(ctx, name);
     if (msg) JS_FreeCString(ctx, msg);
     if (stack) JS_FreeCString(ctx, stack);
+    if (call) JS_FreeCString(ctx, call);
     finish_output();
     return ST_ERROR;
 }
@@ -930,7 +977,53 @@ static const char glue_src[] =
     "    }\n"
     "    return next < 0 ? -1 : ceil(next);\n"
     "  }\n"
-    "  return [fire, from];\n"
+    "  // `tools`: the granted functions behind a Proxy that remembers where a missing\n"
+    "  // tool was looked up, so that 'not a function' can name it (explain below)\n"
+    "  const ProxyCtor = Proxy, keysOf = Object.keys, abs = Math.abs, min = Math.min;\n"
+    "  const has = Reflect.has, ErrorCtor2 = Error, match = String.prototype.match;\n"
+    "  const frameLine = /script\\.js:(\\d+):/;\n"
+    "  let granted = [], missing = null;\n"
+    "  function distance(a, b) {\n"
+    "    if (abs(a.length - b.length) > 2) return 3;\n"
+    "    let prev = [];\n"
+    "    for (let j = 0; j <= b.length; j++) prev[j] = j;\n"
+    "    for (let i = 1; i <= a.length; i++) {\n"
+    "      const cur = [i];\n"
+    "      for (let j = 1; j <= b.length; j++)\n"
+    "        cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));\n"
+    "      prev = cur;\n"
+    "    }\n"
+    "    return prev[b.length];\n"
+    "  }\n"
+    "  function lineOf(stack) {\n"
+    "    const m = typeof stack === 'string' ? match.call(stack, frameLine) : null;\n"
+    "    return m ? m[1] : null;\n"
+    "  }\n"
+    "  function makeTools(target) {\n"
+    "    granted = keysOf(target);\n"
+    "    return new ProxyCtor(target, {\n"
+    "      get(t, key) {\n"
+    "        if (typeof key === 'string' && !has(t, key))\n"
+    "          missing = { name: key, line: lineOf(new ErrorCtor2().stack) };\n"
+    "        return t[key];\n"
+    "      },\n"
+    "    });\n"
+    "  }\n"
+    "  function explain(stack) {\n"
+    "    if (missing === null || missing.line === null || lineOf(stack) !== missing.line) return;\n"
+    "    const key = missing.name;\n"
+    "    const ref = /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key) ? 'tools.' + key : 'tools[' + stringify(key) + ']';\n"
+    "    let best = null, bestD = 3;\n"
+    "    const lower = key.toLowerCase();\n"
+    "    for (const n of granted) {\n"
+    "      const d = distance(lower, n.toLowerCase());\n"
+    "      if (d < bestD && d < key.length) { best = n; bestD = d; }\n"
+    "    }\n"
+    "    const list = granted.slice(0, 30).join(', ') + (granted.length > 30 ? ', ...' : '');\n"
+    "    return ref + ' is not a granted tool' + (best !== null ? ' (did you mean ' + best + '?)' : '') +\n"
+    "      '; granted: ' + (granted.length ? list : 'none');\n"
+    "  }\n"
+    "  return [fire, from, makeTools, explain];\n"
     "})\n";
 
 static JSValue cb_log_fn(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
@@ -950,6 +1043,62 @@ static JSValue cb_log_fn(JSContext *ctx, JSValueConst this_val, int argc, JSValu
 
 /* ---------- tools: each binding is an async function on the frozen global `tools` ---------- */
 
+/* The script frames on the stack now, innermost first (C functions are skipped). */
+static void capture_call_site(JSContext *ctx, CallFrame *where)
+{
+    JSStackFrame *sf;
+    int n = 0;
+    for (sf = ctx->rt->current_stack_frame; sf != NULL && n < CALL_FRAMES; sf = sf->prev_frame) {
+        JSObject *p;
+        JSFunctionBytecode *b;
+        if (JS_VALUE_GET_TAG(sf->cur_func) != JS_TAG_OBJECT || !sf->cur_pc)
+            continue;
+        p = JS_VALUE_GET_OBJ(sf->cur_func);
+        if (!js_class_has_bytecode(p->class_id))
+            continue;
+        b = p->u.func.function_bytecode;
+        where[n].func = JS_DupValue(ctx, sf->cur_func);
+        where[n].pc = (uint32_t)(sf->cur_pc - b->byte_code_buf - 1);
+        n++;
+    }
+    for (; n < CALL_FRAMES; n++)
+        where[n].func = JS_UNDEFINED;
+}
+
+static void free_call_site(JSContext *ctx, CallFrame *where)
+{
+    int i;
+    for (i = 0; i < CALL_FRAMES; i++) {
+        JS_FreeValue(ctx, where[i].func);
+        where[i].func = JS_UNDEFINED;
+    }
+}
+
+/* "    at f (script.js:3:17)\n..." for the frames of a call, as QuickJS writes stacks. */
+static JSValue call_site_stack(JSContext *ctx, CallFrame *where)
+{
+    char buf[CALL_FRAMES * 160];
+    size_t len = 0;
+    int i;
+    buf[0] = 0;
+    for (i = 0; i < CALL_FRAMES && !JS_IsUndefined(where[i].func); i++) {
+        JSObject *p = JS_VALUE_GET_OBJ(where[i].func);
+        JSFunctionBytecode *b = p->u.func.function_bytecode;
+        const char *name = get_func_name(ctx, where[i].func);
+        const char *file = b->filename ? JS_AtomToCString(ctx, b->filename) : NULL;
+        int col = 1, line = find_line_num(ctx, b, where[i].pc, &col);
+        int m = snprintf(buf + len, sizeof buf - len, "    at %.60s (%.40s:%d:%d)\n",
+                         name && name[0] ? name : "<anonymous>", file ? file : "<null>",
+                         line, col);
+        JS_FreeCString(ctx, name);
+        JS_FreeCString(ctx, file);
+        if (m < 0 || (size_t)m >= sizeof buf - len)
+            break;
+        len += (size_t)m;
+    }
+    return JS_NewStringLen(ctx, buf, len);
+}
+
 static int pending_push(int32_t id, JSValue funcs[2])
 {
     if (g_npending == g_cap_pending) {
@@ -963,6 +1112,7 @@ static int pending_push(int32_t id, JSValue funcs[2])
     g_pending[g_npending].id = id;
     g_pending[g_npending].funcs[0] = funcs[0];
     g_pending[g_npending].funcs[1] = funcs[1];
+    capture_call_site(g_ctx, g_pending[g_npending].where);
     g_npending++;
     return 0;
 }
@@ -1035,7 +1185,7 @@ static JSValue cb_tool_call(JSContext *ctx, JSValueConst this_val, int argc, JSV
 
 static int install_tools(JSContext *ctx, const char *names, int32_t len)
 {
-    JSValue tools = JS_NewObjectProto(ctx, JS_NULL), global;
+    JSValue tools = JS_NewObjectProto(ctx, JS_NULL), global, proxy;
     int32_t pos = 0, index = 0;
     if (JS_IsException(tools))
         return -1;
@@ -1051,8 +1201,12 @@ static int install_tools(JSContext *ctx, const char *names, int32_t len)
     }
     if (JS_FreezeObject(ctx, tools) < 0)
         return -1;
+    proxy = JS_Call(ctx, g_make_tools, JS_UNDEFINED, 1, (JSValueConst *)&tools);
+    JS_FreeValue(ctx, tools);
+    if (JS_IsException(proxy))
+        return -1;
     global = JS_GetGlobalObject(ctx);
-    JS_DefinePropertyValueStr(ctx, global, "tools", tools, 0);
+    JS_DefinePropertyValueStr(ctx, global, "tools", proxy, 0);
     JS_FreeValue(ctx, global);
     return 0;
 }
@@ -1068,6 +1222,7 @@ static void reset_run_state(JSContext *ctx)
     for (i = 0; i < g_npending; i++) {
         JS_FreeValue(ctx, g_pending[i].funcs[0]);
         JS_FreeValue(ctx, g_pending[i].funcs[1]);
+        free_call_site(ctx, g_pending[i].where);
     }
     g_npending = 0;
     JS_FreeValue(ctx, g_main);
@@ -1160,6 +1315,8 @@ int32_t cb_init(int32_t stack_size)
         return 4;
     g_timers = JS_GetPropertyInt64(g_ctx, arr, 0);
     g_to_list = JS_GetPropertyInt64(g_ctx, arr, 1);
+    g_make_tools = JS_GetPropertyInt64(g_ctx, arr, 2);
+    g_explain = JS_GetPropertyInt64(g_ctx, arr, 3);
     JS_FreeValue(g_ctx, arr);
     g_io.next_timer_ms = -1;
     g_io.inline_ptr = (int32_t)(uintptr_t)g_inline;
@@ -1221,6 +1378,7 @@ static void note_binding_error(JSContext *ctx, JSValueConst err, int kind)
 static void settle_call(JSContext *ctx, int32_t id, int32_t status, const char *p, int32_t len)
 {
     JSValue funcs[2], v;
+    CallFrame where[CALL_FRAMES];
     int i;
     for (i = g_npending - 1; i >= 0; i--)
         if (g_pending[i].id == id)
@@ -1229,6 +1387,7 @@ static void settle_call(JSContext *ctx, int32_t id, int32_t status, const char *
         return;
     funcs[0] = g_pending[i].funcs[0];
     funcs[1] = g_pending[i].funcs[1];
+    memcpy(where, g_pending[i].where, sizeof where);
     g_pending[i] = g_pending[--g_npending];
     if (status == RESOLVE_OK) {
         v = JS_ParseJSON(ctx, p, (size_t)len, "<tool result>");
@@ -1238,24 +1397,33 @@ static void settle_call(JSContext *ctx, int32_t id, int32_t status, const char *
             settle(ctx, funcs, 1, v);
         }
     } else {
-        char *msg = malloc((size_t)len + 1);
-        if (!msg)
-            host_abort(ABORT_MEMORY);
-        memcpy(msg, p, (size_t)len);
-        msg[len] = 0;
+        /* the payload is "<call>\0<message>": `call` names the call
+           (tools.x({...})) and becomes the error's `call` property; the message is
+           set whole (the Throw* helpers cut at 255 bytes), and the stack is where the
+           script made the call, whenever the answer arrives */
+        const char *nul = memchr(p, 0, (size_t)len);
+        int32_t clen = nul ? (int32_t)(nul - p) : 0, mstart = nul ? clen + 1 : 0;
         if (status == RESOLVE_BAD_ARGS)
-            JS_ThrowTypeError(ctx, "%s", msg);
+            JS_ThrowTypeError(ctx, "tool call failed");
         else if (status == RESOLVE_TOO_LARGE)
-            JS_ThrowRangeError(ctx, "%s", msg);
+            JS_ThrowRangeError(ctx, "tool call failed");
         else
-            JS_ThrowPlainError(ctx, "%s", msg);
-        free(msg);
+            JS_ThrowPlainError(ctx, "tool call failed");
         v = JS_GetException(ctx);
+        JS_DefinePropertyValueStr(ctx, v, "message",
+                                  JS_NewStringLen(ctx, p + mstart, (size_t)(len - mstart)),
+                                  JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE);
+        if (clen > 0)
+            JS_DefinePropertyValueStr(ctx, v, "call", JS_NewStringLen(ctx, p, (size_t)clen),
+                                      JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE);
+        JS_DefinePropertyValueStr(ctx, v, "stack", call_site_stack(ctx, where),
+                                  JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE);
         note_binding_error(ctx, v, status == RESOLVE_DENIED ? KIND_BINDING_DENIED
                                    : status == RESOLVE_TOO_LARGE ? KIND_OUTPUT
                                    : KIND_BINDING_FAILED);
         settle(ctx, funcs, 0, v);
     }
+    free_call_site(ctx, where);
 }
 
 CB_EXPORT("cb_resolve")

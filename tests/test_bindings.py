@@ -227,7 +227,7 @@ def test_fast_sync_bindings_run_inline_and_keep_every_behaviour() -> None:
     )
     assert res.value == [sum(range(1, 501)), [2, 3, 4], "negative", "TypeError", 200_000, 200_000]
     assert calls == 504
-    assert sb._timing["inc"] < 100e-6  # it did qualify for the inline path
+    assert sb._setup.timing["inc"] < 100e-6  # it did qualify for the inline path
 
 
 def test_transient_error_in_an_inline_binding_is_still_retried() -> None:

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import wasmtime
 
-from clambot_tools import _engine
+from clambot_tools import _abi, _engine
 from clambot_tools._image import rewrite_with_memory
 
-ALLOWED_IMPORTS = {
-    ("clambot", "log"),
-    ("clambot", "call"),
-    ("clambot", "abort"),
-    ("wasi_snapshot_preview1", "fd_write"),
-    ("wasi_snapshot_preview1", "fd_close"),
-    ("wasi_snapshot_preview1", "fd_seek"),
-    ("wasi_snapshot_preview1", "fd_fdstat_get"),
-    ("wasi_snapshot_preview1", "clock_time_get"),
-}
+#: our own host functions and the WASI stubs: nothing else may be importable
+ALLOWED_IMPORTS = _abi.IMPORTS
 
 
 def test_guest_imports_only_our_host_functions() -> None:

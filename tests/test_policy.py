@@ -139,7 +139,7 @@ def test_async_transient_errors_give_up_after_the_cap() -> None:
     sb = Sandbox(bindings=[always_busy], policy=Policy(retry_attempts=2, retry_backoff_s=0))
     res = sb.run("await tools.always_busy()")
     assert res.error is not None and res.error.kind == "binding_failed"
-    assert res.error.message == "busy" and calls == 2
+    assert res.error.message == "tools.always_busy() failed: busy" and calls == 2
 
 
 def test_ordinary_errors_are_not_retried() -> None:

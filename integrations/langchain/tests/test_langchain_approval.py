@@ -99,7 +99,10 @@ async def test_denied_after_resume_async() -> None:
     (msg,) = tool_messages(out)
     assert msg.status == "error"
     assert isinstance(msg.content, str)
-    assert msg.content.startswith("Error (binding_denied): Error: tools.refund was not approved")
+    assert msg.content.startswith(
+        'Error (binding_denied): Error: tools.refund({"order_id":"A1","amount_eur":30}) '
+        "was not approved"
+    )
     assert ("refund", "A1", 30.0) not in ran
     assert out["messages"][-1].content == "done"
 

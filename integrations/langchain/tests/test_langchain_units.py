@@ -301,7 +301,9 @@ def test_tool_exceptions_are_catchable_js_errors(granted: SandboxedJSTool) -> No
 def test_uncaught_tool_exception_is_reported(granted: SandboxedJSTool) -> None:
     msg = call(granted, "await tools.explode({reason: 'no'})")
     assert msg.status == "error"
-    assert str(msg.content).startswith("Error (binding_failed): Error: cannot do it: no")
+    assert str(msg.content).startswith(
+        'Error (binding_failed): Error: tools.explode({"reason":"no"}) failed: cannot do it: no'
+    )
 
 
 def test_invalid_arguments_name_the_field(granted: SandboxedJSTool) -> None:

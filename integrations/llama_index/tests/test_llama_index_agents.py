@@ -70,7 +70,7 @@ def _repair(style: type[Style]) -> Step:
         seen = style.observation(messages)
         # what the model is told: enough to fix the call, and never its own script back
         assert "error kind: binding_failed" in seen
-        assert "invalid arguments for tools.get_order: order_id: Field required" in seen
+        assert "has invalid arguments: order_id: Field required" in seen
         assert "at line 1" in seen
         assert "order.total_eur" not in seen  # line 2 of the script is not echoed
         return style.call("run_js_sandboxed", code=f"```js\n{GOOD}\n```")

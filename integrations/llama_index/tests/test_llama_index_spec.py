@@ -426,7 +426,7 @@ def test_tool_failures_reject_in_the_script() -> None:
     assert caught.raw_output.value == ["it broke: x", "no to y"]
     out = tool.call(code="await tools.explode({why: 'z'})")
     assert out.is_error and out.raw_output.error.kind == "binding_failed"
-    assert "Error: it broke: z" in out.content
+    assert 'Error: tools.explode({"why":"z"}) failed: it broke: z' in out.content
 
 
 def test_a_plain_base_tool_is_called_through_dunder_call() -> None:

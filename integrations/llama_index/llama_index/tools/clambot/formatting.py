@@ -127,7 +127,7 @@ def _hint(err: RunError, tool_names: Sequence[str] | None) -> str:
             "markdown, no import/require)"
         )
     if err.kind == "runtime":
-        if "not a function" in msg and tool_names is not None:
+        if ("not a function" in msg or "is not a granted tool" in msg) and tool_names is not None:
             names = ", ".join(tool_names) if tool_names else "none"
             return f"call tools as `await tools.name({{...}})`; the tools available are: {names}"
         if "is not defined" in msg:

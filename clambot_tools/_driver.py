@@ -1,0 +1,167 @@
+"""Driving one run of a guest: start the script, answer its calls, fire its timers,
+until it ends, its deadline passes or it is cancelled. The result is an `Ending`: what
+happened, not yet worded (`_outcome` does that).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ._abi import State
+from ._calls import Dispatcher
+from ._engine import TICK_S
+from ._errors import ErrorKind
+from ._guest import Guest, GuestTrap, Outcome
+from ._limits import Limits
+from ._result import LOG_LEVELS, LogEntry
+
+#: after the soft deadline (QuickJS's interrupt), Wasmtime's epoch trap stops a script
+#: that swallows the interrupt (e.g. `finally { continue }`) this much later
+HARD_GRACE_S = 0.1
+#: on the main thread, the guest calls back every this many interrupt checks (each
+#: ~10,000 JS operations) so a Ctrl-C is seen within milliseconds
+POLL_EVERY = 4
+
+EndKind = Literal["done", "error", "trap", "timeout", "cancelled"]
+
+
+@dataclass
+class Ending:
+    """How a run ended.
+
+    Attributes:
+        kind: ``done`` (a value) or ``error`` (a JS error record) from the guest, or
+            ``trap`` (the guest stopped abruptly), ``timeout`` (the driver saw the
+            deadline pass) or ``cancelled``.
+        outcome: the guest's last output, for ``done`` and ``error``.
+        trap: the kind of a ``trap``; `detail` is the engine's words for it.
+        raised: a KeyboardInterrupt (or similar) to re-raise once the run is tidied up.
+    """
+
+    kind: EndKind
+    outcome: Outcome | None = None
+    trap: ErrorKind | None = None
+    detail: str = ""
+    raised: BaseException | None = None
+
+
+class Logs:
+    """Console output of a run, capped at `Limits.max_log_bytes`."""
+
+    def __init__(self, limit: int) -> None:
+        self.entries: list[LogEntry] = []
+        self.limit = limit
+        self.size = 0
+
+    def add(self, level: int, data: bytes) -> bool:
+        """Keep one console call's text; False once the cap is passed (the run ends)."""
+        lvl = LOG_LEVELS[level] if 0 <= level < len(LOG_LEVELS) else "log"
+        room = self.limit - self.size
+        if len(data) > room:
+            if room > 0:
+                cut = data[:room].decode("utf-8", "ignore")
+                self.entries.append(LogEntry(level=lvl, message=cut + " [... cut: log limit]"))
+            self.size = self.limit
+            return False
+        self.size += len(data)
+        text = data.decode("utf-8", "replace")
+        self.entries.append(LogEntry.model_construct(level=lvl, message=text))
+        return True
+
+
+@dataclass
+class Driver:
+    """Drives `guest` through one script. `drive` runs on one thread; `cancel` may be
+    called from any other."""
+
+    guest: Guest
+    calls: Dispatcher
+    limits: Limits
+    deadline: float
+    logs: Logs
+    cancelled: bool = False
+    _wake: cf.Future[None] = field(default_factory=cf.Future)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _finished: bool = False
+
+    def cancel(self) -> None:
+        """Stop the run as soon as possible: no call may start any more, the script is
+        interrupted, a wait for calls or timers is cut short."""
+        with self._lock:
+            self.cancelled = True
+            self.calls.halt()
+            if not self._finished:
+                self.guest.interrupt()
+        if not self._wake.done():
+            self._wake.set_result(None)
+
+    def drive(self, names: bytes, code: bytes) -> Ending:
+        """Run `code` (the tool names in `names`) to its end. Never raises for anything
+        the script does; a KeyboardInterrupt during the run comes back in `raised`."""
+        guest, calls, lim = self.guest, self.calls, self.limits
+        guest.on_log = self.logs.add
+        guest.on_call = calls.on_call
+        calls.answer_now = guest.answer_now
+        guest.set_epoch_deadline(math.ceil((lim.timeout_s + HARD_GRACE_S) / TICK_S) + 1)
+        ticker = guest.runtime.ticker  # the guest's own engine: its epoch must advance
+        token = ticker.watch(self.deadline, guest.interrupt_address)
+        try:
+            if self.cancelled:
+                return Ending("cancelled")
+            on_main = threading.current_thread() is threading.main_thread()
+            guest.poll_host(POLL_EVERY if on_main else 0)
+            seed = int.from_bytes(os.urandom(8), "little") >> 1
+            out = guest.eval(
+                names,
+                code,
+                lim.memory_mb << 20,
+                lim.max_result_bytes,
+                lim.stack_kb * 1024,
+                seed,
+            )
+            while out.state == State.WAIT:
+                if self.cancelled:
+                    return Ending("cancelled")
+                calls.start_queued()
+                if calls.ready:
+                    call_id, status, payload = calls.ready.popleft()
+                    out = guest.resolve(call_id, status, payload)
+                    continue
+                now = time.monotonic()
+                if now >= self.deadline:
+                    return Ending("timeout")
+                wait_s = self.deadline - now
+                if out.next_timer_ms >= 0:
+                    wait_s = min(wait_s, out.next_timer_ms / 1000)
+                if calls.busy:
+                    if calls.wait(max(0.0, wait_s), wake=self._wake):
+                        continue
+                elif wait_s > 0:
+                    cf.wait([self._wake], timeout=wait_s)
+                if self.cancelled:
+                    return Ending("cancelled")
+                if time.monotonic() >= self.deadline:
+                    return Ending("timeout")
+                if out.next_timer_ms >= 0:
+                    out = guest.timers()
+            return Ending("done" if out.state == State.DONE else "error", outcome=out)
+        except GuestTrap as exc:
+            if guest.raised is not None:
+                return Ending("cancelled", raised=guest.raised)
+            if exc.kind == "timeout" and self.cancelled:
+                return Ending("cancelled")
+            return Ending("trap", trap=exc.kind, detail=exc.detail)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise
+            return Ending("cancelled", raised=exc)
+        finally:
+            with self._lock:
+                self._finished = True
+            ticker.unwatch(token)

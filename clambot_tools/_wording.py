@@ -1,0 +1,136 @@
+"""Every sentence the core writes for a script or a model, in one place.
+
+The guest reports *what* happened (a kind, a limit); the words are chosen here, so a
+limit is described the same way whichever path stopped the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ._errors import ErrorKind
+from ._limits import Limits
+
+#: the JS error name of each limit (one name per kind, whatever stopped the run)
+LIMIT_NAMES: dict[ErrorKind, str] = {
+    "timeout": "TimeoutError",
+    "memory": "MemoryLimitError",
+    "stack": "StackOverflowError",
+    "output_limit": "OutputLimitError",
+    "internal": "InternalError",
+}
+
+#: longest rendering of a call's arguments inside a message
+_ARGS_PREVIEW = 200
+
+SESSION_RESTORED = " (the session was restored to its state before this run)"
+
+
+def timeout(limits: Limits, *, fuel: bool = False) -> str:
+    """Why a run that ran out of time (or fuel) stopped."""
+    if fuel:
+        return f"the script used up its fuel budget of {limits.fuel} units"
+    return f"the script ran longer than its {limits.timeout_s:g} s time limit"
+
+
+def memory(limits: Limits) -> str:
+    """Why a run that ran out of memory stopped."""
+    return f"the script needed more than its {limits.memory_mb} MiB memory limit"
+
+
+def stack() -> str:
+    """Why a run whose native stack ran out stopped."""
+    return "call stack exhausted (recursion too deep)"
+
+
+def log_limit(limits: Limits) -> str:
+    """Why a run that printed too much stopped."""
+    return f"console output exceeded the {limits.max_log_bytes}-byte log limit"
+
+
+CANCELLED = "the run was cancelled before it finished"
+POOL_FULL = "too many sandboxes are alive at once; try again"
+GUEST_TOO_BIG = "the sandbox could not be created within its memory limit"
+
+
+def internal(detail: str) -> str:
+    """An engine fault, with the engine's own words."""
+    return f"the sandbox failed (not the script): {detail}" if detail else "the sandbox failed"
+
+
+def call_text(name: str, args_json: bytes | str) -> str:
+    """``tools.name({...})`` with the arguments cut to a readable length."""
+    text = args_json.decode("utf-8", "replace") if isinstance(args_json, bytes) else args_json
+    if text in ("null", ""):
+        text = ""
+    elif len(text) > _ARGS_PREVIEW:
+        text = text[:_ARGS_PREVIEW] + "…"
+    return f"{tool_ref(name)}({text})"
+
+
+_IDENT = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+
+
+def tool_ref(name: str) -> str:
+    """How a script names the tool: ``tools.x``, or ``tools["x-y"]``."""
+    return f"tools.{name}" if _IDENT.match(name) else f"tools[{json.dumps(name)}]"
+
+
+def not_approved(name: str) -> str:
+    """The message of a call a human (or the approver) did not approve."""
+    return f"{tool_ref(name)} was not approved"
+
+
+def approver_failed(name: str) -> str:
+    """The message of a call whose approver raised (it is denied)."""
+    return f"{tool_ref(name)} was not approved (the approval could not be obtained)"
+
+
+def run_over(name: str) -> str:
+    """The message of a call that could not go ahead because its run had ended."""
+    return f"{tool_ref(name)} was not called: the run had ended"
+
+
+def not_granted(name: str, granted: list[str]) -> str:
+    """A call of a name that is not a granted tool."""
+    return f"{tool_ref(name)} is not a granted tool; granted: {', '.join(granted) or 'none'}"
+
+
+def call_summary(kind: str, js_name: str, call: str, message: str) -> str:
+    """The RunError message of a tool call's error left uncaught: the call, then why
+    (``tools.get_order({"id":"A-9"}) failed: no such order``)."""
+    ref = call.split("(", 1)[0]
+    bad_args = f"invalid arguments for {ref}: "
+    if message.startswith(bad_args):
+        return f"{call} has invalid arguments: {message[len(bad_args) :]}"
+    if message.startswith(ref + " "):  # "tools.x was not approved": say it of the call
+        return f"{call} {message[len(ref) + 1 :]}"
+    if kind == "binding_denied":
+        return f"{call} was refused: {message}"
+    return f"{call} failed: {message}"
+
+
+def result_too_large(size: int, limits: Limits) -> str:
+    """A tool result over the result cap."""
+    return f"the result ({size} bytes) is larger than the {limits.max_result_bytes}-byte limit"
+
+
+def result_not_json(exc: BaseException) -> str:
+    """A tool result that is not JSON data."""
+    return f"the tool returned a value that is not JSON data: {exc}"
+
+
+def unreadable(what: str, exc: BaseException) -> str:
+    """The guest's output could not be parsed (an engine fault)."""
+    return f"the {what} could not be read: {exc}"
+
+
+def args_preview(value: Any) -> str:
+    """Arguments as compact JSON, cut for a message."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = "…"
+    return text if len(text) <= _ARGS_PREVIEW else text[:_ARGS_PREVIEW] + "…"
