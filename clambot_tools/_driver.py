@@ -10,6 +10,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +28,9 @@ HARD_GRACE_S = 0.1
 #: on the main thread, the guest calls back every this many interrupt checks (each
 #: ~10,000 JS operations) so a Ctrl-C is seen within milliseconds
 POLL_EVERY = 4
+#: on the main thread, waits for calls or timers are cut in slices this long, so a
+#: Ctrl-C (whose handler may take no lock) is seen between them
+_MAIN_WAIT_SLICE_S = 0.05
 
 EndKind = Literal["done", "error", "trap", "timeout", "cancelled"]
 
@@ -42,6 +46,7 @@ class Ending:
         outcome: the guest's last output, for ``done`` and ``error``.
         trap: the kind of a ``trap``; `detail` is the engine's words for it.
         raised: a KeyboardInterrupt (or similar) to re-raise once the run is tidied up.
+        signal: a signal's handler to call once the run is tidied up (a Ctrl-C).
     """
 
     kind: EndKind
@@ -49,6 +54,7 @@ class Ending:
     trap: ErrorKind | None = None
     detail: str = ""
     raised: BaseException | None = None
+    signal: Callable[[], None] | None = None
 
 
 class Logs:
@@ -101,6 +107,13 @@ class Driver:
         if not self._wake.done():
             self._wake.set_result(None)
 
+    def interrupt_from_signal(self) -> None:
+        """`cancel` for a signal handler on the driving thread: takes no lock (the
+        thread may hold one); the loop sees the flag at its next step or slice."""
+        self.cancelled = True
+        if not self._finished:
+            self.guest.interrupt()
+
     def drive(self, names: bytes, code: bytes) -> Ending:
         """Run `code` (the tool names in `names`) to its end. Never raises for anything
         the script does; a KeyboardInterrupt during the run comes back in `raised`."""
@@ -116,6 +129,7 @@ class Driver:
                 return Ending("cancelled")
             on_main = threading.current_thread() is threading.main_thread()
             guest.poll_host(POLL_EVERY if on_main else 0)
+            slice_s = _MAIN_WAIT_SLICE_S if on_main else float("inf")
             seed = int.from_bytes(os.urandom(8), "little") >> 1
             out = guest.eval(
                 names,
@@ -125,6 +139,7 @@ class Driver:
                 lim.stack_kb * 1024,
                 seed,
             )
+            due = _timer_due(out)
             while out.state == State.WAIT:
                 if self.cancelled:
                     return Ending("cancelled")
@@ -132,24 +147,21 @@ class Driver:
                 if calls.ready:
                     call_id, status, payload = calls.ready.popleft()
                     out = guest.resolve(call_id, status, payload)
+                    due = _timer_due(out)
                     continue
                 now = time.monotonic()
                 if now >= self.deadline:
                     return Ending("timeout")
-                wait_s = self.deadline - now
-                if out.next_timer_ms >= 0:
-                    wait_s = min(wait_s, out.next_timer_ms / 1000)
-                if calls.busy:
-                    if calls.wait(max(0.0, wait_s), wake=self._wake):
-                        continue
-                elif wait_s > 0:
-                    cf.wait([self._wake], timeout=wait_s)
-                if self.cancelled:
-                    return Ending("cancelled")
-                if time.monotonic() >= self.deadline:
-                    return Ending("timeout")
-                if out.next_timer_ms >= 0:
+                if due is not None and now >= due:
                     out = guest.timers()
+                    due = _timer_due(out)
+                    continue
+                wait_s = min(self.deadline, due if due is not None else self.deadline) - now
+                wait_s = max(0.0, min(wait_s, slice_s))
+                if calls.busy:
+                    calls.wait(wait_s, wake=self._wake)
+                else:
+                    cf.wait([self._wake], timeout=wait_s)
             return Ending("done" if out.state == State.DONE else "error", outcome=out)
         except GuestTrap as exc:
             if guest.raised is not None:
@@ -165,3 +177,8 @@ class Driver:
             with self._lock:
                 self._finished = True
             ticker.unwatch(token)
+
+
+def _timer_due(out: Outcome) -> float | None:
+    """When the guest's next timer is due (time.monotonic), or None without timers."""
+    return time.monotonic() + out.next_timer_ms / 1000 if out.next_timer_ms >= 0 else None

@@ -19,11 +19,13 @@ stopped (or after a short bound if a sync binding is stuck in its function).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Literal, Protocol
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from . import _outcome
 from ._audit import AuditLog, digest
@@ -75,6 +77,50 @@ class FreshGuest:
         if self._guest is not None:
             self._guest.close()
         return False
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(driver: Driver) -> Iterator[list[Callable[[], None]]]:
+    """On the main thread, while `driver` runs: a SIGINT stops the run (the guest polls
+    the host so the handler runs within milliseconds); once the run is tidied up, the
+    handler that was installed before is given the signal (Python's default raises
+    KeyboardInterrupt). The list it yields gets that deferred call."""
+    deferred: list[Callable[[], None]] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield deferred
+        return
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is None or previous == signal.SIG_IGN:
+        yield deferred
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if not deferred:
+            deferred.append(lambda: _deliver(previous, signum, frame))
+        driver.interrupt_from_signal()
+
+    try:
+        signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main interpreter
+        yield deferred
+        return
+    try:
+        yield deferred
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _deliver(handler: Any, signum: int, frame: Any) -> None:
+    """Give a signal to the handler that was installed before ours."""
+    import signal
+
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 class Job:
@@ -149,8 +195,11 @@ class Job:
                 if self._cancelled:
                     driver.cancelled = True
             try:
-                ending = driver.drive(self.names, self.code.encode("utf-8", "surrogatepass"))
-            except Exception as exc:
+                with _ctrl_c_stops(driver) as deferred:
+                    ending = driver.drive(self.names, self.code.encode("utf-8", "surrogatepass"))
+                if deferred:
+                    ending.signal = deferred[0]
+            except Exception as exc:  # a fault of ours: an internal error
                 logger.exception("clambot_tools: the run failed")
                 ending = Ending("trap", trap="internal", detail=f"{type(exc).__name__}: {exc}")
             report.fuel_used = guest.fuel_used()
@@ -172,6 +221,8 @@ class Job:
             self._audit_run(result, "cancelled" if cancelled else None)
         if ending.raised is not None:
             raise ending.raised
+        if ending.signal is not None:  # a Ctrl-C stopped the run: now let it act
+            ending.signal()
         return result
 
     def _audit_run(self, result: RunResult, outcome: str | None = None) -> None:
