@@ -354,6 +354,7 @@ def test_large_values_cost_bounded_host_memory(big_db: Path) -> None:
     host memory, 32 in parallel 2.4 GB. Measured in a fresh process (peak RSS)."""
     out = subprocess.run(
         [sys.executable, "-c", MEMORY_PROBE, str(big_db)],
+        cwd=big_db.parent,
         capture_output=True,
         text=True,
         timeout=300,
