@@ -166,7 +166,9 @@ def bindings(
 
     Args:
         root: the directory scripts may use; it must exist. Symlinks inside it are
-            followed only while they stay inside it.
+            followed only while they stay inside it. Grant a dedicated directory: a
+            write root holding code or configuration that other programs run (a home
+            directory) gives scripts what those programs can do.
         write: also grant the bindings that create, change and delete files.
         max_read_bytes: largest file a read returns (the sandbox's
             ``Limits.max_result_bytes`` caps results too; base64 adds a third).
@@ -177,8 +179,10 @@ def bindings(
     Returns the bindings to pass to ``Sandbox(bindings=...)``. The calls raise
     ToolError with a message for the script, which never shows the host path of root.
 
-    Raises ConfigError if `root` is not a directory, a cap is not a positive int, or
-    the platform lacks ``O_NOFOLLOW``/``dir_fd`` support.
+    Raises ConfigError if `root` is not a directory, is, contains or lies inside the
+    sandbox's compiled-module cache (``~/.cache/clambot-tools`` or
+    ``$CLAMBOT_CACHE_DIR``), a cap is not a positive int, or the platform lacks
+    ``O_NOFOLLOW``/``dir_fd`` support.
     """
     _check_platform()
     for cap_name, cap in (

@@ -409,11 +409,11 @@ class _Fetcher:
             if not work.done():
                 work.cancel()
                 await asyncio.wait({work})
+        if call is not None and call.cancelled:  # whatever came back is too late
+            raise ToolError(_RUN_OVER)
         if not work.cancelled():
             return work.result()  # the result, or the ToolError it raised
-        if call is not None and call.cancelled:
-            raise ToolError(_RUN_OVER)
-        raise ToolError(f"the request took longer than {budget:g} s")
+        raise ToolError(f"the request took longer than {budget:.3g} s")
 
     async def _fetch(
         self, url: str, method: str, headers: dict[str, str] | None, body: Any, budget: float
@@ -571,7 +571,7 @@ class _Fetcher:
                     failure = str(exc)
                     continue
                 except httpx.TimeoutException:
-                    raise ToolError(f"the request took longer than {budget:g} s") from None
+                    raise ToolError(f"the request took longer than {budget:.3g} s") from None
                 except httpx.HTTPError as exc:
                     raise ToolError(
                         f"the request to {target.host_header} failed: "
@@ -623,7 +623,7 @@ class _Fetcher:
         except zlib.error:
             raise ToolError(f"the response's {coding} body is corrupt") from None
         except httpx.TimeoutException:
-            raise ToolError(f"the request took longer than {budget:g} s") from None
+            raise ToolError(f"the request took longer than {budget:.3g} s") from None
         except httpx.HTTPError as exc:
             raise ToolError(
                 f"reading the response from {target.host_header} failed: "

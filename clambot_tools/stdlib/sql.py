@@ -186,9 +186,10 @@ def bindings(
                 "CREATE, DROP, ATTACH and most PRAGMAs fail. At most "
                 f"{max_rows} rows and {max_result_bytes} bytes come back (truncated is "
                 f"then true); a statement running over {timeout_s:g} s, or past the "
-                "script's own time limit, is stopped. A value larger than the byte limit "
-                "fails (select substr(col, 1, n) or length(col) instead). BLOBs come back "
-                "as base64 strings, integers beyond 2^53 as strings."
+                "script's own time limit, is stopped. A single value larger than the byte "
+                "limit cannot be read (length(col) still works), and the more columns a "
+                "statement has, the smaller each value must be. BLOBs come back as "
+                "base64 strings, integers beyond 2^53 as strings."
             ),
         ),
         binding(
@@ -214,8 +215,10 @@ class _Guard:
         self.call = call
         self.deadline = self.own_deadline if call is None else min(self.own_deadline, call.deadline)
         self.refusal: str | None = None
-        #: the most bytes SQLite may build for one value now (for the error message)
+        #: the most bytes SQLite may build for one value now, and the statement's
+        #: number of columns it was computed for (for the error message)
         self.value_cap = 0
+        self.width = 1
 
     def over(self) -> bool:
         """Whether the call must stop now: its deadline passed or its run ended."""
@@ -281,7 +284,7 @@ class _Database:
             value_cap = self._value_cap(width)
             if sys.version_info >= (3, 11):
                 conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, value_cap)
-            guard.value_cap = value_cap
+            guard.value_cap, guard.width = value_cap, width
             cur = conn.execute(sql, args)
             columns = [d[0] for d in cur.description] if cur.description else []
             if len(columns) > width:  # the schema changed between the probe and now
@@ -428,10 +431,16 @@ class _Database:
         if "one statement at a time" in text:
             return "run one SQL statement per call"
         if "too big" in text:
+            alone = self._value_cap(1)
+            if guard.value_cap >= alone:
+                return (
+                    f"a value is larger than {guard.value_cap} bytes, the most one value "
+                    "may hold: it cannot be read through this tool (length(col) still works)"
+                )
             return (
                 f"a value is larger than {guard.value_cap} bytes, the most one value may "
-                "hold here (less when a statement has many columns); select a part of it "
-                "(substr(col, 1, 1000)), its length(), or fewer columns"
+                f"hold in a statement with {guard.width} columns; select fewer columns "
+                f"(one alone may hold {alone} bytes) or length(col)"
             )
         return f"SQL error: {text}"
 
