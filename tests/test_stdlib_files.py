@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clambot_tools import ConfigError, Limits, Policy, RunResult, Sandbox
+from clambot_tools import CallContext, ConfigError, Limits, Policy, RunResult, Sandbox
+from clambot_tools._context import enter_call, leave_call
 from clambot_tools.stdlib import ToolError, files
 
 
@@ -283,3 +285,110 @@ def test_config_errors(tmp_path: Path) -> None:
         files.bindings(tmp_path / "missing")
     with pytest.raises(ConfigError, match="max_read_bytes"):
         files.bindings(tmp_path, max_read_bytes=0)
+
+
+# -- the compiled-module cache, codecs, and the run's deadline
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home directory whose ~/.cache/clambot-tools is the compiled-module cache (a
+    stand-in module file in it), and a work directory beside the cache."""
+    Sandbox()  # the guest is compiled (process-wide) before the cache moves
+    home = tmp_path / "home"
+    cache = home / ".cache" / "clambot-tools"
+    cache.mkdir(parents=True)
+    (cache / "guest-0123.cwasm").write_bytes(b"\x7fELF native code")
+    (home / "work").mkdir()
+    monkeypatch.setenv("CLAMBOT_CACHE_DIR", str(cache))
+    return home
+
+
+def test_a_root_that_holds_the_module_cache_is_refused(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11.5: with files.bindings(HOME, write=True) a script rewrote the cached
+    .cwasm, which the next process mapped and ran as native code."""
+    cache = home / ".cache" / "clambot-tools"
+    (cache / "sub").mkdir()
+    link = home.parent / "home_link"
+    link.symlink_to(home)
+    for root in (home, home / ".cache", link, home.parent):
+        with pytest.raises(ConfigError, match="contains clambot-tools' compiled-module cache"):
+            files.bindings(root, write=True)
+    for root in (cache, cache / "sub", link / ".cache" / "clambot-tools"):
+        with pytest.raises(ConfigError, match="inside clambot-tools' compiled-module cache"):
+            files.bindings(root)
+    # the cache named through a symlink is the same directory
+    monkeypatch.setenv("CLAMBOT_CACHE_DIR", str(link / ".cache" / "clambot-tools"))
+    with pytest.raises(ConfigError, match="compiled-module cache"):
+        files.bindings(home)
+    # a directory beside the cache is fine
+    sb = sandbox(home / "work", write=True)
+    assert sb.run("await tools.fs_write_text({path: 'a.txt', text: 'ok'})").ok
+    assert (cache / "guest-0123.cwasm").read_bytes() == b"\x7fELF native code"
+
+
+def test_a_hard_link_into_the_module_cache_is_refused(home: Path) -> None:
+    """A file of the cache linked into the root is the cache's file: compared by
+    device and inode, not by name."""
+    cache = home / ".cache" / "clambot-tools"
+    work = home / "work"
+    os.link(cache / "guest-0123.cwasm", work / "module.bin")
+    sb = sandbox(work, write=True)
+    for code in (
+        "await tools.fs_read_bytes({path: 'module.bin'})",
+        "await tools.fs_read_text({path: 'module.bin', encoding: 'latin-1'})",
+        "await tools.fs_write_bytes({path: 'module.bin', base64: 'AAAA'})",
+        "await tools.fs_write_text({path: 'module.bin', text: 'x', append: true})",
+        "await tools.fs_stat({path: 'module.bin'})",
+        "await tools.fs_delete({path: 'module.bin'})",
+    ):
+        assert "compiled-module cache" in failure(sb.run(code), work), code
+    assert (cache / "guest-0123.cwasm").read_bytes() == b"\x7fELF native code"
+    assert (work / "module.bin").exists()
+
+
+def test_only_ordinary_text_encodings_are_decoded(tree: Path) -> None:
+    """Issue 11.7: fs_read_text with encoding 'punycode' (quadratic time) ran far past
+    a 1 s limit; a fast, inline call held the run's own thread meanwhile."""
+    (tree / "slow.txt").write_bytes(bytes(range(97, 123)) * 12_000)  # ~20 s of punycode
+    sb = Sandbox(bindings=files.bindings(tree), limits=Limits(timeout_s=1))
+    t0 = time.monotonic()
+    res = sb.run(
+        "for (let i = 0; i < 5; i++) await tools.fs_read_text({path: 'a.txt'});"  # inline now
+        "await tools.fs_read_text({path: 'slow.txt', encoding: 'punycode'})"
+    )
+    assert "'punycode' is not a text encoding this tool decodes" in failure(res, tree)
+    assert time.monotonic() - t0 < 10
+    for encoding in ("idna", "rot13", "uu", "zlib", "base64", "hex", "bz2", "utf-7"):
+        code = f"await tools.fs_read_text({{path: 'a.txt', encoding: {encoding!r}}})"
+        assert "is not a text encoding this tool decodes" in failure(sb.run(code), tree)
+    for encoding in ("latin-1", "ISO-8859-1", "windows-1252", "cp1252"):
+        code = f"await tools.fs_read_text({{path: 'latin1.txt', encoding: {encoding!r}}})"
+        assert sb.run(code).value == "café"
+    (tree / "u16.txt").write_bytes("日本".encode("utf-16"))
+    assert sb.run("await tools.fs_read_text({path: 'u16.txt', encoding: 'utf16'})").value == "日本"
+
+
+def test_calls_of_a_run_that_is_over_do_nothing(tree: Path) -> None:
+    """A call served after its run's deadline (inline on the run's thread, or late on
+    a pool thread) neither reads nor changes anything."""
+    fs = {b.name: b.func for b in files.bindings(tree, write=True)}
+    ctx = CallContext("fs", time.monotonic() - 1)  # its deadline has passed
+    token = enter_call(ctx)
+    try:
+        for name, kwargs in (
+            ("fs_read_text", {"path": "a.txt"}),
+            ("fs_list", {"path": "."}),
+            ("fs_write_text", {"path": "a.txt", "text": "changed"}),
+            ("fs_write_bytes", {"path": "new.bin", "base64": "AAAA"}),
+            ("fs_mkdir", {"path": "newdir"}),
+            ("fs_delete", {"path": "a.txt"}),
+        ):
+            with pytest.raises(ToolError, match="time limit was reached"):
+                fs[name](**kwargs)
+    finally:
+        leave_call(token)
+    assert (tree / "a.txt").read_text() == "hello\n"
+    assert not (tree / "new.bin").exists() and not (tree / "newdir").exists()

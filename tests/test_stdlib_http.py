@@ -1,15 +1,22 @@
-"""stdlib.http against real HTTP servers on 127.0.0.1 started here; no other traffic.
+"""stdlib.http against real HTTP(S) servers on 127.0.0.1 started here; no other traffic.
 
-Two servers stand for two hosts (the allow-list and secrets are per host:port). Every
-request they get is recorded, so tests can check what actually went over the wire.
+Two plain servers and two TLS servers (certificates from a test CA made by trustme)
+stand for hosts (the allow-list and secrets are per host:port). Every request they get
+is recorded, so tests can check what actually went over the wire.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import codecs
 import gzip
+import html
 import ipaddress
 import json
+import select
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,16 +24,23 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, unquote_plus, urlsplit
 
 import httpx
 import pytest
+import trustme
 
-from clambot_tools import ConfigError, Limits, RunResult, Sandbox
+from clambot_tools import CallContext, ConfigError, Limits, RunResult, Sandbox
+from clambot_tools._context import enter_call, leave_call
+from clambot_tools.stdlib import ToolError
 from clambot_tools.stdlib import http as http_tools
 
 SECRET = "sk-test-7f3a9c1e5b"
 SEEN: list[dict[str, Any]] = []  # every request the servers got: port, path, headers
+#: set when a test ends, so that a handler still waiting on a client gives up
+RELEASE = threading.Event()
+#: times at which /hang saw its client go away
+HANGUPS: list[float] = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -110,6 +124,39 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/slow":
             time.sleep(1.0)
             self._reply(200, b"late", "text/plain")
+        elif url.path == "/hang":  # never answers; notes when the client hangs up
+            while not RELEASE.is_set():
+                if select.select([self.connection], [], [], 0.05)[0]:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        HANGUPS.append(time.monotonic())
+                        break
+            self.close_connection = True
+        elif url.path == "/encoded":  # echoes the X-Api-Key header in the form asked for
+            key = self.headers.get("X-Api-Key", "")
+            forms = {
+                "plain": key,
+                "upper": key.upper(),
+                "percent": quote(key, safe=""),
+                "percent-lower": quote(key, safe="").lower(),
+                "query": f"token={quote(key)}&x=1",
+                "base64": base64.b64encode(f"user:{key}".encode()).decode(),
+                "base64-offset": base64.b64encode(f"ab{key}cd".encode()).decode(),
+                "base64url": base64.urlsafe_b64encode(f"k={key}".encode()).decode(),
+                "hex": key.encode().hex(),
+                "json": json.dumps({"key": key}),
+                "json-escaped": "".join(f"\\u{ord(c):04x}" for c in key),
+                "js-escaped": "".join(f"\\x{ord(c):02X}" for c in key),
+                "html": html.escape(key),
+                "html-decimal": "".join(f"&#{ord(c)};" for c in key),
+                "html-hex": "".join(f"&#x{ord(c):x};" for c in key),
+                "mixed": "".join(
+                    c if i % 3 == 0 else f"%{ord(c):02x}" if i % 3 == 1 else f"&#{ord(c)};"
+                    for i, c in enumerate(key)
+                ),
+            }
+            self._reply(200, forms[query["form"]].encode(), "text/plain; charset=utf-8")
+        elif url.path == "/charset":  # a server that names a charset Python decodes slowly
+            self._reply(200, b"abc" * 100_000, f"text/plain; charset={query['name']}")
         else:
             self._reply(404, b"not found", "text/plain")
 
@@ -139,9 +186,49 @@ def ports() -> Iterator[tuple[int, int]]:
         srv.server_close()
 
 
+class TLSServer(ThreadingHTTPServer):
+    """The same handler behind TLS; the handshake happens in the request's thread."""
+
+    context: ssl.SSLContext
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        try:
+            request = self.context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        super().finish_request(request, client_address)
+
+
+@pytest.fixture(scope="module")
+def tls() -> Iterator[tuple[int, int, ssl.SSLContext]]:
+    """Two HTTPS servers on 127.0.0.1 and a client context that trusts their CA."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "api.test")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    servers = []
+    for _ in range(2):
+        srv = TLSServer(("127.0.0.1", 0), Handler)
+        srv.context = server_ctx
+        srv.daemon_threads = True
+        srv.block_on_close = False
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+    yield servers[0].server_address[1], servers[1].server_address[1], client_ctx
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
 @pytest.fixture(autouse=True)
-def _clear_seen() -> None:
+def _clear_seen() -> Iterator[None]:
     SEEN.clear()
+    HANGUPS.clear()
+    RELEASE.clear()
+    yield
+    RELEASE.set()
 
 
 def sandbox(**kwargs: Any) -> Sandbox:
@@ -322,15 +409,18 @@ def test_timeout(ports: tuple[int, int]) -> None:
     assert time.monotonic() - t0 < 0.9
 
 
-def test_secrets_are_sent_but_never_seen_nor_overridden(ports: tuple[int, int]) -> None:
-    a, b = ports
+def test_secrets_are_sent_but_never_seen_nor_overridden(
+    tls: tuple[int, int, ssl.SSLContext],
+) -> None:
+    a, b, verify = tls
     sb = sandbox(
         allow_hosts=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"],
         secrets={f"127.0.0.1:{a}": {"X-Api-Key": SECRET}},
+        verify=verify,
     )
     res = fetch(
         sb,
-        url=f"http://127.0.0.1:{a}/headers",
+        url=f"https://127.0.0.1:{a}/headers",
         headers={"x-api-key": "from-the-script", "X-Other": "kept"},
     )
     # the server got the host's secret, not the script's value
@@ -343,21 +433,22 @@ def test_secrets_are_sent_but_never_seen_nor_overridden(ports: tuple[int, int]) 
     assert SECRET not in res.model_dump_json()
     # a host without secrets gets none
     SEEN.clear()
-    fetch(sb, url=f"http://127.0.0.1:{b}/hello")
+    fetch(sb, url=f"https://127.0.0.1:{b}/hello")
     assert "X-Api-Key" not in SEEN[-1]["headers"]
 
 
 def test_secrets_and_credentials_are_dropped_on_a_cross_host_redirect(
-    ports: tuple[int, int],
+    tls: tuple[int, int, ssl.SSLContext],
 ) -> None:
-    a, b = ports
+    a, b, verify = tls
     sb = sandbox(
         allow_hosts=[f"127.0.0.1:{a}", f"127.0.0.1:{b}"],
         secrets={f"127.0.0.1:{a}": {"Authorization": f"Bearer {SECRET}"}},
+        verify=verify,
     )
     res = fetch(
         sb,
-        url=f"http://127.0.0.1:{a}/redirect?status=307&to=http://127.0.0.1:{b}/hello",
+        url=f"https://127.0.0.1:{a}/redirect?status=307&to=https://127.0.0.1:{b}/hello",
         headers={"Cookie": "session=1", "X-Trace": "t"},
     )
     assert res.value["text"] == "hello world"
@@ -367,22 +458,25 @@ def test_secrets_and_credentials_are_dropped_on_a_cross_host_redirect(
     assert "Cookie" not in second["headers"] and second["headers"]["X-Trace"] == "t"
 
 
-def test_secrets_stay_out_of_error_messages(ports: tuple[int, int]) -> None:
-    a, _ = ports
+def test_secrets_stay_out_of_error_messages(tls: tuple[int, int, ssl.SSLContext]) -> None:
+    a, _, verify = tls
     sb = sandbox(
         allow_hosts=[f"127.0.0.1:{a}"],
         max_redirects=1,
         secrets={f"127.0.0.1:{a}": {"X-Api-Key": SECRET}},
+        verify=verify,
     )
     # the server reflects the key into the redirect URL, which the error message shows
-    msg = failure(fetch(sb, url=f"http://127.0.0.1:{a}/reflect"))
-    assert f"more than 1 redirects; stopped at http://127.0.0.1:{a}/reflect?k=[redacted]" in msg
+    msg = failure(fetch(sb, url=f"https://127.0.0.1:{a}/reflect"))
+    assert f"more than 1 redirects; stopped at https://127.0.0.1:{a}/reflect?k=[redacted]" in msg
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     dead = closed.getsockname()[1]
     closed.close()  # nothing listens there now
-    sb = sandbox(allow_hosts=[f"127.0.0.1:{dead}"], secrets={"127.0.0.1": {"X-Key": SECRET}})
-    assert "could not connect" in failure(fetch(sb, url=f"http://127.0.0.1:{dead}/"))
+    sb = sandbox(
+        allow_hosts=[f"127.0.0.1:{dead}"], secrets={f"127.0.0.1:{dead}": {"X-Key": SECRET}}
+    )
+    assert "could not connect" in failure(fetch(sb, url=f"https://127.0.0.1:{dead}/"))
 
 
 def test_managed_and_malformed_headers_are_refused(ports: tuple[int, int]) -> None:
@@ -421,6 +515,8 @@ def test_managed_and_malformed_headers_are_refused(ports: tuple[int, int]) -> No
         ("::ffff:93.184.216.34", True),
         ("64:ff9b::a9fe:a9fe", False),
         ("2002:7f00:1::", False),
+        ("fec0::1", False),  # deprecated site-local (issue 11.11)
+        ("feff:ffff::1", False),
     ],
 )
 def test_address_classification(address: str, public: bool) -> None:
@@ -452,3 +548,201 @@ def test_importing_the_package_does_not_import_httpx() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+# -- secrets only over HTTPS, redaction of encoded echoes, the run's deadline and end
+
+
+def test_secrets_go_only_over_https_to_their_host_and_port(
+    ports: tuple[int, int], tls: tuple[int, int, ssl.SSLContext]
+) -> None:
+    """Issue 11.9: a secret configured for a host was also sent over plain http:// and
+    to any port of that host."""
+    plain, _ = ports
+    a, b, verify = tls
+    # a key without a port means HTTPS on 443: neither plain http nor another port
+    sb = sandbox(
+        allow_hosts=["127.0.0.1"], secrets={"127.0.0.1": {"X-Api-Key": SECRET}}, verify=verify
+    )
+    assert fetch(sb, url=f"http://127.0.0.1:{plain}/headers").value["status"] == 200
+    assert fetch(sb, url=f"https://127.0.0.1:{a}/headers").value["status"] == 200
+    assert len(SEEN) == 2 and not any("X-Api-Key" in s["headers"] for s in SEEN)
+    # a key with a port (here as a URL): that port, over HTTPS, and only that one
+    SEEN.clear()
+    sb = sandbox(
+        allow_hosts=["127.0.0.1"],
+        secrets={f"https://127.0.0.1:{a}": {"X-Api-Key": SECRET}},
+        verify=verify,
+    )
+    fetch(sb, url=f"https://127.0.0.1:{b}/headers")
+    fetch(sb, url=f"https://127.0.0.1:{a}/headers")
+    assert [(s["port"], s["headers"].get("X-Api-Key")) for s in SEEN] == [(b, None), (a, SECRET)]
+    # ...and not after a redirect from there to plain http on the same host
+    SEEN.clear()
+    fetch(sb, url=f"https://127.0.0.1:{a}/redirect?to=http://127.0.0.1:{plain}/hello")
+    assert [(s["port"], s["headers"].get("X-Api-Key")) for s in SEEN] == [
+        (a, SECRET),
+        (plain, None),
+    ]
+    with pytest.raises(ConfigError, match="only over HTTPS"):
+        http_tools.bindings(allow_hosts=["a.test"], secrets={"http://a.test": {"X-Key": "k"}})
+    with pytest.raises(ConfigError, match="not in allow_hosts"):  # 443 is not allowed
+        http_tools.bindings(allow_hosts=["a.test:8443"], secrets={"a.test": {"X-Key": "k"}})
+
+
+#: a secret with characters that each encoding writes differently
+TRICKY = 'sk/Te+st "7f<3a>&9c=1e'
+FORMS = [
+    "plain",
+    "upper",
+    "percent",
+    "percent-lower",
+    "query",
+    "base64",
+    "base64-offset",
+    "base64url",
+    "hex",
+    "json",
+    "json-escaped",
+    "js-escaped",
+    "html",
+    "html-decimal",
+    "html-hex",
+    "mixed",
+]
+
+
+def recovers_tricky(text: str) -> bool:
+    """Whether TRICKY can be read back from `text` by undoing a common encoding."""
+    candidates = [text, unquote_plus(text), html.unescape(text), html.unescape(unquote(text))]
+    for decode in (
+        lambda t: codecs.decode(t, "unicode_escape"),
+        lambda t: bytes.fromhex(t).decode("latin-1"),
+    ):
+        try:
+            candidates.append(decode(text))
+        except ValueError:
+            pass
+    for alphabet in (text, text.translate(str.maketrans("-_", "+/"))):
+        for skip in range(4):
+            try:
+                candidates.append(base64.b64decode(alphabet[skip:] + "==").decode("latin-1"))
+            except ValueError:
+                pass
+    return any(TRICKY.lower() in c.lower() for c in candidates)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_secrets_echoed_in_common_encodings_are_redacted(
+    tls: tuple[int, int, ssl.SSLContext], form: str
+) -> None:
+    """Issue 11.9: redaction caught only the literal value; an API echoing the secret
+    percent-encoded, base64, escaped or as HTML entities leaked it."""
+    a, _, verify = tls
+    sb = sandbox(
+        allow_hosts=[f"127.0.0.1:{a}"],
+        secrets={f"127.0.0.1:{a}": {"X-Api-Key": TRICKY}},
+        verify=verify,
+    )
+    # what the server sends back does hold the secret, in this form
+    raw = httpx.get(
+        f"https://127.0.0.1:{a}/encoded?form={form}", headers={"X-Api-Key": TRICKY}, verify=verify
+    ).text
+    assert recovers_tricky(raw)
+    text = fetch(sb, url=f"https://127.0.0.1:{a}/encoded?form={form}").value["text"]
+    assert "[redacted]" in text and not recovers_tricky(text), text
+
+
+def test_redaction_keeps_text_that_is_not_a_secret() -> None:
+    fetcher = http_tools.bindings(
+        allow_hosts=["api.test"],
+        secrets={"api.test": {"Authorization": f"Bearer {SECRET}", "X-Other": TRICKY}},
+    )[0].func.__self__  # type: ignore[attr-defined]
+    text = "plain words: sk-test, 100%, &amp; \\u0041, s k/Te, QUJDREVGR0g= stay\n" * 1000
+    assert fetcher.redact(text) == text
+    assert fetcher.redact(f"auth: Bearer {SECRET}!") == "auth: [redacted]!"
+    assert fetcher.redact(f"token={SECRET.upper()}") == "token=[redacted]"
+
+
+def call_fetch(url: str, ctx: CallContext, timeout_s: float) -> str:
+    """Call the fetch binding as the run driver does, serving the call `ctx`; the
+    message of the ToolError it ends with."""
+    host = urlsplit(url).netloc
+    fetch_func = http_tools.bindings(allow_hosts=[host], timeout_s=timeout_s)[0].func
+
+    async def serve() -> None:
+        token = enter_call(ctx)
+        try:
+            await fetch_func(url=url)
+        finally:
+            leave_call(token)
+
+    try:
+        asyncio.run(serve())
+    except ToolError as exc:
+        return str(exc)
+    raise AssertionError("the request returned")
+
+
+def seconds_until(condition: Any, limit: float) -> float | None:
+    """Seconds until `condition()` holds (checked every 5 ms), or None after `limit`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if condition():
+            return time.monotonic() - t0
+        time.sleep(0.005)
+    return None
+
+
+def test_a_request_stops_at_the_deadline_of_the_call_it_serves(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    t0 = time.monotonic()
+    msg = call_fetch(f"http://127.0.0.1:{a}/hang", CallContext("http_fetch", t0 + 0.5), 20)
+    assert "time limit was reached" in msg
+    assert time.monotonic() - t0 < 10  # not the binding's own 20 s
+    assert seconds_until(lambda: HANGUPS, 10) is not None  # the connection was closed
+
+
+def test_ending_the_run_cancels_the_request(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    ctx = CallContext("http_fetch", time.monotonic() + 120)
+    ended: list[str] = []
+    worker = threading.Thread(
+        target=lambda: ended.append(call_fetch(f"http://127.0.0.1:{a}/hang", ctx, 20))
+    )
+    worker.start()
+    assert seconds_until(lambda: SEEN, 30) is not None  # the request is at the server
+    cancelled_at = time.monotonic()
+    ctx.cancel()  # what the run driver does when the run ends
+    worker.join(30)
+    assert ended and "run ended" in ended[0]
+    assert seconds_until(lambda: HANGUPS, 10) is not None
+    assert HANGUPS[0] - cancelled_at < 5  # not the binding's own 20 s
+
+
+def test_a_run_that_times_out_hangs_up_its_requests(ports: tuple[int, int]) -> None:
+    a, _ = ports
+    sb = Sandbox(
+        bindings=http_tools.bindings(allow_hosts=[f"127.0.0.1:{a}"], timeout_s=60),
+        limits=Limits(timeout_s=1),
+    )
+    res = fetch(sb, url=f"http://127.0.0.1:{a}/hang")
+    returned_at = time.monotonic()
+    assert res.error is not None and res.error.kind in ("timeout", "binding_failed")
+    assert seconds_until(lambda: HANGUPS, 10) is not None
+    assert HANGUPS[0] - returned_at < 5
+
+
+def test_a_servers_charset_cannot_pick_a_slow_codec(ports: tuple[int, int]) -> None:
+    """The charset comes from the server: 300 kB named 'punycode' took ~20 s to
+    decode; only ordinary text encodings are used (else UTF-8)."""
+    a, _ = ports
+    sb = Sandbox(
+        bindings=http_tools.bindings(allow_hosts=[f"127.0.0.1:{a}"], timeout_s=30),
+        limits=Limits(timeout_s=10),
+    )
+    for name in ("punycode", "idna", "rot13", "zlib"):
+        t0 = time.monotonic()
+        res = fetch(sb, url=f"http://127.0.0.1:{a}/charset?name={name}")
+        assert res.value["text"] == "abc" * 100_000, name
+        assert time.monotonic() - t0 < 5

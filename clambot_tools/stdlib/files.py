@@ -16,6 +16,16 @@ the open makes the open fail rather than escape. What this does not cover: hard 
 to outside files placed in the root by someone else, and a host process moving a
 directory out of the root while a call is walking through it.
 
+The sandbox's own compiled-module cache (``clambot_tools._engine.cache_dir()``) holds
+native code that later processes map and run, so it is out of bounds: a root that is,
+contains or lies inside that directory is refused when the bindings are made, and at
+every call each directory the walk opens, and the file it ends on, is compared with it
+by device and inode (so a symlink, a bind mount or a hard link cannot reach it).
+
+Text is decoded only with an allow-list of ordinary text encodings (UTF-8/16/32,
+ASCII, Latin-1, the Windows and ISO 8859 code pages, common CJK ones), all linear in
+the size of the file, which is capped before it is read.
+
 Needs POSIX ``*at`` calls (``dir_fd``) and ``O_NOFOLLOW``/``O_DIRECTORY``: Linux.
 """
 
@@ -34,8 +44,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from .. import Binding, ConfigError, binding
+from .. import Binding, ConfigError, binding, current_call
+from .._engine import cache_dir
 from . import ToolError
+from ._text import text_codec
 
 _MIB = 1 << 20
 _MAX_PATH_CHARS = 4096
@@ -116,7 +128,11 @@ class _OptionalPathArgs(BaseModel):
 class _ReadTextArgs(BaseModel):
     model_config = _ARGS
     path: str = Field(description="path relative to the files root, '/'-separated")
-    encoding: str = Field("utf-8", description="text encoding of the file")
+    encoding: str = Field(
+        "utf-8",
+        description="text encoding of the file: utf-8 (default), utf-16, latin-1, "
+        "cp1252, shift_jis, ... (ordinary text encodings only)",
+    )
 
 
 class _WriteTextArgs(BaseModel):
@@ -150,7 +166,9 @@ def bindings(
 
     Args:
         root: the directory scripts may use; it must exist. Symlinks inside it are
-            followed only while they stay inside it.
+            followed only while they stay inside it. Grant a dedicated directory: a
+            write root holding code or configuration that other programs run (a home
+            directory) gives scripts what those programs can do.
         write: also grant the bindings that create, change and delete files.
         max_read_bytes: largest file a read returns (the sandbox's
             ``Limits.max_result_bytes`` caps results too; base64 adds a third).
@@ -161,8 +179,10 @@ def bindings(
     Returns the bindings to pass to ``Sandbox(bindings=...)``. The calls raise
     ToolError with a message for the script, which never shows the host path of root.
 
-    Raises ConfigError if `root` is not a directory, a cap is not a positive int, or
-    the platform lacks ``O_NOFOLLOW``/``dir_fd`` support.
+    Raises ConfigError if `root` is not a directory, is, contains or lies inside the
+    sandbox's compiled-module cache (``~/.cache/clambot-tools`` or
+    ``$CLAMBOT_CACHE_DIR``), a cap is not a positive int, or the platform lacks
+    ``O_NOFOLLOW``/``dir_fd`` support.
     """
     _check_platform()
     for cap_name, cap in (
@@ -177,7 +197,10 @@ def bindings(
     root_str = os.fspath(root)
     if not isinstance(root_str, str) or not os.path.isdir(root_str):
         raise ConfigError(f"files.bindings: root {root_str!r} is not a directory")
-    fs = _Root(os.path.realpath(root_str), max_read_bytes, max_write_bytes, max_entries, prefix)
+    real_root = os.path.realpath(root_str)
+    cache = _Cache(cache_dir())
+    cache.refuse_root(real_root)
+    fs = _Root(real_root, max_read_bytes, max_write_bytes, max_entries, prefix, cache)
     return fs.bindings(write=write)
 
 
@@ -191,17 +214,127 @@ def _check_platform() -> None:
         raise ConfigError("files.bindings needs O_NOFOLLOW, O_DIRECTORY and dir_fd support (Linux)")
 
 
+_Identity = tuple[int, int]  # (st_dev, st_ino)
+#: entries of the cache directory compared with a hard-linked file, at most
+_MAX_CACHE_ENTRIES = 1000
+
+
+def _identity(st: os.stat_result) -> _Identity:
+    return st.st_dev, st.st_ino
+
+
+class _Cache:
+    """The compiled-module cache directory, which no path of the files bindings may
+    reach: its files are native code that later processes map and run."""
+
+    def __init__(self, path: os.PathLike[str] | None) -> None:
+        self.path = None if path is None else os.path.realpath(path)
+        self.known: set[_Identity] = set()
+        if self.path is not None:
+            try:
+                self.known.add(_identity(os.stat(self.path)))
+            except OSError:
+                pass
+
+    def identities(self) -> set[_Identity]:
+        """The directory as it was when the bindings were made, and as it is now."""
+        if self.path is None:
+            return self.known
+        try:
+            return self.known | {_identity(os.stat(self.path))}
+        except OSError:
+            return self.known
+
+    def refuse_root(self, real_root: str) -> None:
+        """Raise ConfigError if `real_root` is the cache directory, contains it or lies
+        inside it (compared by device and inode, not by name)."""
+        if self.path is None:
+            return
+        try:
+            root_id = _identity(os.stat(real_root))
+            below = {_identity(os.stat(d)) for d in _self_and_parents(real_root)}
+            above = {_identity(os.stat(d)) for d in _self_and_parents(self.path)}
+        except OSError:
+            raise ConfigError(f"files.bindings: root {real_root!r} cannot be checked") from None
+        if below & self.identities():
+            raise ConfigError(
+                f"files.bindings: root {real_root!r} is inside clambot-tools' compiled-"
+                "module cache, which scripts must never reach; choose another directory"
+            )
+        if root_id in above:
+            raise ConfigError(
+                f"files.bindings: root {real_root!r} contains clambot-tools' compiled-"
+                f"module cache ({self.path}), which holds native code that scripts must "
+                "never reach; grant a directory that does not contain it (e.g. a "
+                "dedicated workspace), or move the cache with CLAMBOT_CACHE_DIR"
+            )
+
+    def check_dir(self, fd: int, shown: str) -> None:
+        """Raise ToolError if the open directory `fd` is the cache directory."""
+        if _identity(os.fstat(fd)) in self.identities():
+            raise _forbidden(shown)
+
+    def check_entry(self, st: os.stat_result, shown: str) -> None:
+        """Raise ToolError if `st` is the cache directory or a file in it (a hard link:
+        a file with a single link cannot be in the cache, as it is in the root)."""
+        if stat.S_ISDIR(st.st_mode):
+            if _identity(st) in self.identities():
+                raise _forbidden(shown)
+        elif st.st_nlink > 1 and _identity(st) in self._entries():
+            raise _forbidden(shown)
+
+    def _entries(self) -> set[_Identity]:
+        found: set[_Identity] = set()
+        if self.path is None:
+            return found
+        pending = [self.path]
+        while pending and len(found) < _MAX_CACHE_ENTRIES:
+            try:
+                with os.scandir(pending.pop()) as it:
+                    for entry in it:
+                        st = entry.stat(follow_symlinks=False)
+                        found.add(_identity(st))
+                        if stat.S_ISDIR(st.st_mode):
+                            pending.append(entry.path)
+            except OSError:
+                continue
+        return found
+
+
+def _self_and_parents(path: str) -> list[str]:
+    out = [path]
+    while True:
+        parent = os.path.dirname(out[-1])
+        if parent == out[-1]:
+            return out
+        out.append(parent)
+
+
+def _forbidden(shown: str) -> ToolError:
+    return ToolError(
+        f"{shown!r} is in the sandbox's compiled-module cache, which scripts may not "
+        "read or change; access refused"
+    )
+
+
 class _Root:
     """The operations behind the bindings, on one root directory and its caps."""
 
     def __init__(
-        self, real_root: str, max_read: int, max_write: int, max_entries: int, prefix: str
+        self,
+        real_root: str,
+        max_read: int,
+        max_write: int,
+        max_entries: int,
+        prefix: str,
+        cache: _Cache,
     ) -> None:
         self.real_root = real_root
         self.max_read = max_read
         self.max_write = max_write
         self.max_entries = max_entries
         self.prefix = prefix
+        self.cache = cache
 
     def bindings(self, *, write: bool) -> list[Binding]:
         """The Binding objects for this root (the write ones only if `write`)."""
@@ -310,15 +443,18 @@ class _Root:
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
         """The text of the file at `path`, decoded with `encoding`.
 
-        Raises ToolError if the path is refused or missing, the file is too large, or
-        it does not decode.
+        Raises ToolError if the path is refused or missing, the file is too large,
+        `encoding` is not an allowed text encoding, or the text does not decode.
         """
+        try:
+            codec = text_codec(encoding)
+        except LookupError as exc:
+            raise ToolError(f"{exc.args[0]} (or {self.prefix}read_bytes for raw bytes)") from None
         data = self._read(path)
         shown = _shown(_split(path, allow_root=False))
+        _check_time()
         try:
-            return data.decode(encoding)
-        except LookupError:
-            raise ToolError(f"unknown text encoding {encoding!r}") from None
+            return codec.decode(data)[0]
         except UnicodeDecodeError as exc:
             raise ToolError(
                 f"{shown!r} is not valid {encoding} text (byte 0x{data[exc.start]:02x} at "
@@ -347,6 +483,7 @@ class _Root:
             try:
                 with os.scandir(dfd) as it:
                     for entry in it:
+                        _check_time()
                         if len(entries) >= self.max_entries:
                             truncated = True
                             break
@@ -380,6 +517,7 @@ class _Root:
                 st = os.stat(name, dir_fd=dfd, follow_symlinks=False) if name else os.fstat(dfd)
             finally:
                 os.close(dfd)
+            self.cache.check_entry(st, shown)
         kind = _kind(st.st_mode)
         modified = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
         return {
@@ -430,6 +568,7 @@ class _Root:
             dfd, name = self._walk(shown, parts, follow_last=True, make_dirs=True)
             try:
                 if name:
+                    _check_time()
                     try:
                         os.mkdir(name, 0o777, dir_fd=dfd)
                         created = True
@@ -454,6 +593,8 @@ class _Root:
                 if not name:
                     raise ToolError("the files root itself cannot be deleted")
                 st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                self.cache.check_entry(st, shown)
+                _check_time()
                 kind = _kind(st.st_mode)
                 if kind == "dir":
                     os.rmdir(name, dir_fd=dfd)
@@ -482,6 +623,7 @@ class _Root:
                     raise ToolError(f"{shown!r} is a directory; list it with {self.prefix}list")
                 if not stat.S_ISREG(st.st_mode):
                     raise ToolError(f"{shown!r} is not a regular file")
+                self.cache.check_entry(st, shown)
                 if st.st_size > self.max_read:
                     raise self._too_large_to_read(shown, st.st_size)
                 data = _read_at_most(fd, self.max_read + 1)
@@ -501,14 +643,20 @@ class _Root:
             try:
                 if not name:
                     raise ToolError(f"{shown!r} is a directory")
-                # type-check before truncating: O_TRUNC only ever applies to regular files
-                flags = _WRITE_FLAGS | (os.O_APPEND if append else os.O_TRUNC)
+                # no O_TRUNC: the file is checked (a regular file, not the cache's)
+                # before anything in it changes
+                flags = _WRITE_FLAGS | (os.O_APPEND if append else 0)
                 fd = os.open(name, flags, 0o666, dir_fd=dfd)
             finally:
                 os.close(dfd)
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
                     raise ToolError(f"{shown!r} is not a regular file")
+                self.cache.check_entry(st, shown)
+                _check_time()  # the last moment a write can still be refused whole
+                if not append:
+                    os.ftruncate(fd, 0)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -536,9 +684,15 @@ class _Root:
         if not name:
             return dfd
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
         finally:
             os.close(dfd)
+        try:
+            self.cache.check_dir(fd, shown)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _walk(
         self, shown: str, parts: list[str], *, follow_last: bool, make_dirs: bool
@@ -554,10 +708,12 @@ class _Root:
         Raises ToolError if the path leads outside the root, an intermediate directory
         is missing, or symlinks loop; OSError for other failures of the system calls.
         """
+        _check_time()
         stack = [self._open_root()]  # descriptors of the directories from the root down
         pending = deque(parts)
         links = 0
         try:
+            self.cache.check_dir(stack[0], shown)
             while pending:
                 name = pending.popleft()
                 if name in ("", "."):
@@ -579,6 +735,7 @@ class _Root:
                         return stack.pop(), name
                     if not make_dirs:
                         raise ToolError(f"no such file or directory: {shown!r}") from None
+                    _check_time()
                     try:
                         os.mkdir(name, 0o777, dir_fd=stack[-1])
                     except FileExistsError:
@@ -607,6 +764,8 @@ class _Root:
                     if exc.errno == errno.ENOTDIR and _is_symlink(name, stack[-1]):
                         raise ToolError(_ERRNO_MESSAGES[errno.ELOOP].format(path=shown)) from None
                     raise
+                # checked once open: a bind mount or a swap cannot slip past it
+                self.cache.check_dir(stack[-1], shown)
             return stack.pop(), ""
         finally:
             for fd in stack:
@@ -620,6 +779,18 @@ class _Root:
         if target.startswith(base + "/"):
             return target[len(base) + 1 :]
         return None
+
+
+def _check_time() -> None:
+    """Raise ToolError if the script's run is over (its deadline passed or it ended):
+    a call that runs inline on the run's thread must not outlast it, and nothing may
+    be changed for a run that has returned."""
+    call = current_call()
+    if call is not None and call.cancelled:
+        raise ToolError(
+            "the script's time limit was reached (or its run ended) before the call "
+            "could finish; nothing more was done"
+        )
 
 
 def _split(path: str, *, allow_root: bool) -> list[str]:
@@ -677,6 +848,7 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     chunks: list[bytes] = []
     got = 0
     while got < limit:
+        _check_time()
         chunk = os.read(fd, min(limit - got, _MIB))
         if not chunk:
             break

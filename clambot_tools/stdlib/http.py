@@ -14,10 +14,18 @@ each redirect (followed here, by hand, never by httpx):
    second DNS answer can never swap the address.
 
 ``secrets`` maps hosts to headers (API keys...) that are added on the host side; the
-script cannot read or override them, they are not sent after a redirect to another
-host nor after a redirect from https to http, and their values are cut out of
-everything returned to the script. Responses are read as a stream and refused past
-``max_response_bytes``; the whole call, redirects included, has one deadline.
+script cannot read or override them, and they are sent only over HTTPS to exactly the
+host and port they were configured for (443 unless given): never over plain http,
+never to another port of that host, never after a redirect elsewhere. Their values are
+cut out of everything returned to the script, literally and in the encodings an API
+may echo them in (percent, base64 and base64url, hex, JSON and JavaScript escapes,
+HTML character references, any letter case); that is a safety net for APIs that echo
+what they were sent, not a boundary: see `bindings`.
+
+Responses are read as a stream and refused past ``max_response_bytes``; the whole call,
+redirects included, has one deadline: the binding's own ``timeout_s`` or what is left of
+the script's run, whichever is shorter, and the request is cancelled as soon as the run
+ends.
 
 httpx is imported only when ``bindings`` is called, so ``import clambot_tools`` does
 not need it.
@@ -26,7 +34,8 @@ not need it.
 from __future__ import annotations
 
 import asyncio
-import codecs
+import base64
+import html.entities
 import ipaddress
 import json
 import re
@@ -41,8 +50,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from .. import Binding, ConfigError, binding
+from .. import Binding, CallContext, ConfigError, binding, current_call
 from . import ToolError
+from ._text import text_codec
 
 if TYPE_CHECKING:
     import httpx
@@ -71,7 +81,13 @@ _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _MAX_HEADERS = 100
 _MIN_REDACTED_CHARS = 4
+#: a base64 form of a secret is redacted only from this many characters on
+_MIN_BASE64_CHARS = 8
 _REDACTED = "[redacted]"
+_RUN_OVER = (
+    "the script's time limit was reached (or its run ended) before the response "
+    "came; the request was cancelled"
+)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
@@ -131,6 +147,7 @@ def bindings(
     max_response_bytes: int = _MIB,
     max_redirects: int = 5,
     allow_private: bool = False,
+    verify: ssl.SSLContext | None = None,
     prefix: str = "http_",
 ) -> list[Binding]:
     """The ``<prefix>fetch`` binding (effect ``network``), limited to `allow_hosts`.
@@ -141,19 +158,32 @@ def bindings(
             wildcards. Without a port any port of the host is allowed. An IP address
             listed here may be reached even if it is private or loopback.
         secrets: headers to add for some hosts, e.g.
-            ``{"api.example.com": {"Authorization": "Bearer ..."}}`` (keys as in
-            `allow_hosts`). The script never sees them and cannot override them.
-        timeout_s: deadline of one call, redirects and reading included.
+            ``{"api.example.com": {"Authorization": "Bearer ..."}}``. A key is
+            ``host``, ``host:port`` or ``https://host[:port]``; the headers are sent
+            only over HTTPS to that host on that port (443 unless given), which
+            `allow_hosts` must allow. The script never sees them and cannot override
+            them; their values (and the token of ``Bearer <token>``) are redacted
+            from what the script gets back, also when an API echoes them
+            percent-encoded, base64/base64url or hex-encoded, JSON/JavaScript-escaped
+            or as HTML character references. Redaction cannot catch a secret an API
+            returns transformed otherwise (encrypted, hashed, split, reversed,
+            double-encoded, one character per response...): give secrets only for
+            hosts that do not echo them back.
+        timeout_s: deadline of one call, redirects and reading included; a call
+            also ends at the deadline of the script's run, and when the run ends.
         max_response_bytes: largest response body (after decompression) accepted.
         max_redirects: most redirects one call follows.
         allow_private: turn the address check off (private, loopback... allowed).
+        verify: the TLS context servers are verified with (default: httpx's, with
+            the certifi CA bundle), e.g. one that trusts a company CA.
         prefix: prefix of the binding name.
 
     Returns the bindings to pass to ``Sandbox(bindings=...)``; the call raises
     ToolError with a message for the script, which never contains a secret.
 
-    Raises ConfigError for an invalid entry, a secret for a host not in `allow_hosts`,
-    or a cap that is not positive; ImportError if httpx is not installed.
+    Raises ConfigError for an invalid entry, a secret for a host or port not in
+    `allow_hosts` or for plain ``http://``, or a cap that is not positive; ImportError
+    if httpx is not installed.
     """
     import httpx  # noqa: F401 - fail now, not in the first call, if it is missing
 
@@ -176,12 +206,15 @@ def bindings(
             raise ConfigError(f"http.bindings: {cap_name} must be an int >= {low}, got {cap!r}")
     if not isinstance(prefix, str):
         raise ConfigError("http.bindings: prefix must be a str")
+    if verify is not None and not isinstance(verify, ssl.SSLContext):
+        raise ConfigError("http.bindings: verify must be an ssl.SSLContext")
     secret_rules: list[tuple[_HostRule, dict[str, str]]] = []
     for key, headers in (secrets or {}).items():
-        rule = _parse_rule(key)
-        if not any(r.host == rule.host for r in rules):
+        rule = _parse_secret_key(key)
+        if not any(_covers(r, rule.host, rule.port) for r in rules):
             raise ConfigError(
-                f"http.bindings: secrets given for {key!r}, which is not in allow_hosts"
+                f"http.bindings: secrets given for {key!r}, which is not in allow_hosts "
+                f"(secrets go to {_rule_text(rule)} over HTTPS only)"
             )
         checked = {}
         for name, value in headers.items():
@@ -195,7 +228,13 @@ def bindings(
             checked[name] = value
         secret_rules.append((rule, checked))
     fetcher = _Fetcher(
-        rules, secret_rules, float(timeout_s), max_response_bytes, max_redirects, allow_private
+        rules,
+        secret_rules,
+        float(timeout_s),
+        max_response_bytes,
+        max_redirects,
+        allow_private,
+        verify,
     )
     shown_hosts = ", ".join(_rule_text(r) for r in rules[:20]) + (
         ", ..." if len(rules) > 20 else ""
@@ -244,6 +283,22 @@ def _parse_rule(entry: str) -> _HostRule:
     return _HostRule(host, port)
 
 
+def _parse_secret_key(key: str) -> _HostRule:
+    """A secrets key as the one HTTPS host and port its headers go to.
+
+    Raises ConfigError for plain http or a key that is not a host."""
+    text = key.strip() if isinstance(key, str) else key
+    if isinstance(text, str) and text.lower().startswith("http://"):
+        raise ConfigError(
+            f"http.bindings: secrets for {key!r}: secrets are sent only over HTTPS; "
+            "give the host as 'api.example.com' or 'https://api.example.com:8443'"
+        )
+    if isinstance(text, str) and text.lower().startswith("https://"):
+        text = text[len("https://") :].rstrip("/")
+    rule = _parse_rule(text)
+    return _HostRule(rule.host, rule.port or _DEFAULT_PORTS["https"])
+
+
 def _rule_text(rule: _HostRule) -> str:
     host = f"[{rule.host}]" if ":" in rule.host else rule.host
     return host if rule.port is None else f"{host}:{rule.port}"
@@ -279,7 +334,8 @@ def _ip(text: str) -> _IPAddress | None:
 
 def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether `ip` is a globally routable unicast address (IPv4 embedded in IPv6 forms
-    such as ``::ffff:a.b.c.d``, 6to4, Teredo and NAT64 is checked as IPv4)."""
+    such as ``::ffff:a.b.c.d``, 6to4, Teredo and NAT64 is checked as IPv4; the
+    deprecated IPv6 site-local range ``fec0::/10`` is not public)."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded: list[ipaddress.IPv4Address] = []
         if ip.ipv4_mapped is not None:
@@ -292,6 +348,8 @@ def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
             embedded.extend(ip.teredo)
         if not all(is_public_address(v4) for v4 in embedded):
             return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local:
+        return False  # fec0::/10: deprecated, yet still routed inside some networks
     return not (
         ip.is_private
         or ip.is_loopback
@@ -314,6 +372,7 @@ class _Fetcher:
         max_bytes: int,
         max_redirects: int,
         allow_private: bool,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
         self.rules = rules
         self.secret_rules = secret_rules
@@ -321,18 +380,13 @@ class _Fetcher:
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
         self.allow_private = allow_private
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: ssl.SSLContext | None = verify
         values: set[str] = set()
         for _, headers in secret_rules:
             for value in headers.values():
                 values.add(value)
                 values.update(value.split(None, 1)[1:])  # the token of "Bearer <token>"
-        #: secret values to cut out of results, longest first
-        self.redact_values = sorted(
-            (v.strip() for v in values if len(v.strip()) >= _MIN_REDACTED_CHARS),
-            key=len,
-            reverse=True,
-        )
+        self.redact = _Redactor(values)
 
     async def fetch(
         self, url: str, method: str = "GET", headers: dict[str, str] | None = None, body: Any = None
@@ -340,15 +394,29 @@ class _Fetcher:
         """Make the request, following allowed redirects; status, headers, text, url.
 
         Raises ToolError if the URL, a redirect or an address is refused, the response
-        is too large, the deadline passes, or the request fails.
+        is too large, the deadline passes, the script's run ends, or the request fails.
         """
+        call = current_call()
+        budget = self.timeout_s if call is None else min(self.timeout_s, call.remaining())
+        if call is not None and (call.cancelled or budget <= 0):
+            raise ToolError(_RUN_OVER)
+        work = asyncio.ensure_future(self._fetch(url, method, headers, body, budget))
+        ended = asyncio.ensure_future(_run_ended(call))
         try:
-            return await asyncio.wait_for(self._fetch(url, method, headers, body), self.timeout_s)
-        except asyncio.TimeoutError:
-            raise ToolError(f"the request took longer than {self.timeout_s:g} s") from None
+            await asyncio.wait({work, ended}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # also when this task itself is cancelled: the request must not go on
+            ended.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.wait({work})
+        if call is not None and call.cancelled:  # whatever came back is too late
+            raise ToolError(_RUN_OVER)
+        if not work.cancelled():
+            return work.result()  # the result, or the ToolError it raised
+        raise ToolError(f"the request took longer than {budget:.3g} s")
 
     async def _fetch(
-        self, url: str, method: str, headers: dict[str, str] | None, body: Any
+        self, url: str, method: str, headers: dict[str, str] | None, body: Any, budget: float
     ) -> FetchResult:
         import httpx
 
@@ -363,19 +431,18 @@ class _Fetcher:
             current = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
             raise ToolError(f"invalid URL: {self.redact(str(exc))}") from None
-        downgraded = False
         for hop in range(self.max_redirects + 1):
             target = self._check_url(current)
             addresses = await self._addresses(target)
             send_headers = dict(script_headers)
-            secrets = {} if downgraded else self._secrets_for(target)
+            secrets = self._secrets_for(target)
             for name in list(send_headers):
                 if name.lower() in {s.lower() for s in secrets}:
                     del send_headers[name]
             send_headers.update(secrets)
             send_headers["Host"] = target.host_header
             send_headers["Accept-Encoding"] = "identity"
-            outcome = await self._send(target, addresses, method, send_headers, content)
+            outcome = await self._send(target, addresses, method, send_headers, content, budget)
             if not isinstance(outcome, tuple):
                 outcome["url"] = self.redact(str(current))
                 return outcome
@@ -395,8 +462,6 @@ class _Fetcher:
                 for name in list(script_headers):
                     if name.lower() in _CREDENTIAL_HEADERS:
                         del script_headers[name]
-            if current.scheme == "https" and nxt.scheme == "http":
-                downgraded = True
             if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
                 method, content = "GET", None
                 for name in list(script_headers):
@@ -459,9 +524,12 @@ class _Fetcher:
         return found
 
     def _secrets_for(self, target: _Target) -> dict[str, str]:
+        """The secret headers for `target`: only over HTTPS, to the exact host and port."""
         out: dict[str, str] = {}
+        if target.scheme != "https":
+            return out
         for rule, headers in self.secret_rules:
-            if _covers(rule, target.host, target.port):
+            if rule.host == target.host and rule.port == target.port:
                 out.update(headers)
         return out
 
@@ -472,6 +540,7 @@ class _Fetcher:
         method: str,
         headers: dict[str, str],
         content: bytes | None,
+        budget: float,
     ) -> FetchResult | tuple[int, str]:
         """Send one request to the first address that connects.
 
@@ -483,7 +552,7 @@ class _Fetcher:
         extensions = {}
         if target.scheme == "https" and target.ip_literal is None:
             extensions["sni_hostname"] = target.host
-        timeout = httpx.Timeout(self.timeout_s)
+        timeout = httpx.Timeout(budget)
         async with httpx.AsyncClient(
             trust_env=False, verify=self._ssl_context(), follow_redirects=False, timeout=timeout
         ) as client:
@@ -502,14 +571,14 @@ class _Fetcher:
                     failure = str(exc)
                     continue
                 except httpx.TimeoutException:
-                    raise ToolError(f"the request took longer than {self.timeout_s:g} s") from None
+                    raise ToolError(f"the request took longer than {budget:.3g} s") from None
                 except httpx.HTTPError as exc:
                     raise ToolError(
                         f"the request to {target.host_header} failed: "
                         f"{self.redact(str(exc)) or type(exc).__name__}"
                     ) from None
                 try:
-                    return await self._receive(target, method, response)
+                    return await self._receive(target, method, response, budget)
                 finally:
                     await response.aclose()
         reason = self.redact(failure)
@@ -518,7 +587,7 @@ class _Fetcher:
         )
 
     async def _receive(
-        self, target: _Target, method: str, response: httpx.Response
+        self, target: _Target, method: str, response: httpx.Response, budget: float
     ) -> FetchResult | tuple[int, str]:
         """Read the response (capped) into the result, or (status, location) of a redirect.
 
@@ -554,17 +623,16 @@ class _Fetcher:
         except zlib.error:
             raise ToolError(f"the response's {coding} body is corrupt") from None
         except httpx.TimeoutException:
-            raise ToolError(f"the request took longer than {self.timeout_s:g} s") from None
+            raise ToolError(f"the request took longer than {budget:.3g} s") from None
         except httpx.HTTPError as exc:
             raise ToolError(
                 f"reading the response from {target.host_header} failed: "
                 f"{self.redact(str(exc)) or type(exc).__name__}"
             ) from None
-        charset = response.charset_encoding or "utf-8"
-        try:
-            codecs.lookup(charset)
+        try:  # the server names the charset: only ordinary, linear-time ones are used
+            codec = text_codec(response.charset_encoding or "utf-8")
         except LookupError:
-            charset = "utf-8"
+            codec = text_codec("utf-8")
         merged: dict[str, str] = {}
         for name, value in response.headers.multi_items():
             key = name.lower()
@@ -572,7 +640,7 @@ class _Fetcher:
         return {
             "status": response.status_code,
             "headers": {k: self.redact(v) for k, v in merged.items()},
-            "text": self.redact(bytes(data).decode(charset, "replace")),
+            "text": self.redact(codec.decode(bytes(data), "replace")[0]),
             "url": "",  # the caller knows it
         }
 
@@ -587,12 +655,118 @@ class _Fetcher:
             self._ssl = httpx.create_ssl_context()
         return self._ssl
 
-    def redact(self, text: str) -> str:
-        """`text` with every configured secret value replaced by ``[redacted]``."""
-        for value in self.redact_values:
-            if value in text:
-                text = text.replace(value, _REDACTED)
-        return text
+
+async def _run_ended(call: CallContext | None) -> None:
+    """Return once the script's run ends (never, outside a run)."""
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+    if call is None:
+        await ended.wait()
+        return
+    unregister = call.on_cancel(lambda: loop.call_soon_threadsafe(ended.set))
+    try:
+        await ended.wait()
+    finally:
+        unregister()
+
+
+class _Redactor:
+    """Cuts secret values out of text: literally and in the encodings an API may echo
+    them in.
+
+    Forms covered, also mixed within one occurrence: each character as itself (in
+    either letter case), percent-encoded (``%2F`` or ``%2f``; ``+`` for a space), as
+    an HTML character reference (``&#47;``, ``&#x2F;``, ``&sol;``), or escaped as in
+    JSON or JavaScript (``\\u002f``, ``\\x2f``, ``\\/``); the whole value base64- or
+    base64url-encoded (at any offset inside a longer encoded text) or hex-encoded.
+    Not covered: any other transformation (see `bindings`).
+    """
+
+    def __init__(self, values: Iterable[str]) -> None:
+        # Every alternative starts with one literal character, so the regex engine
+        # skips in C over text that cannot start a match (~30x faster than one
+        # case-insensitive pattern).
+        alternatives: list[str] = []
+        kept = {v.strip() for v in values if len(v.strip()) >= _MIN_REDACTED_CHARS}
+        for value in sorted(kept, key=lambda v: (-len(v), v)):  # "Bearer x" before "x"
+            rest = "".join(_any_of(_char_forms(c)) for c in value[1:])
+            alternatives += [first + rest for first in _char_forms(value[0])]
+            raw = value.encode("utf-8", "surrogatepass")
+            alternatives += _caseless(raw.hex())
+            for core in _base64_cores(raw):
+                alternatives.append(re.escape(core))
+                if core.translate(_URLSAFE) != core:
+                    alternatives.append(re.escape(core.translate(_URLSAFE)))
+        self._pattern = re.compile("|".join(alternatives)) if alternatives else None
+
+    def __call__(self, text: str) -> str:
+        """`text` with every form of every secret replaced by ``[redacted]``."""
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(_REDACTED, text)
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+_NAMED_REFERENCES: dict[str, list[str]] = {}
+for _name, _char in html.entities.html5.items():
+    _NAMED_REFERENCES.setdefault(_char, []).append(_name)
+
+
+def _char_forms(c: str) -> list[str]:
+    """Regular expressions for the character `c` as itself or escaped, each starting
+    with a literal character."""
+    code = ord(c)
+    forms = _caseless(c)
+    forms.append("".join(f"%{_hex_digits(b, 2)}" for b in c.encode("utf-8", "surrogatepass")))
+    if c == " ":
+        forms.append(r"\+")
+    forms.append(f"&#0*{code};?")
+    forms.append(f"&#[xX]0*{_hex_digits(code, 1)};?")
+    forms.extend(re.escape(f"&{name}") for name in _NAMED_REFERENCES.get(c, ()))
+    if code > 0xFFFF:  # JSON escapes it as a surrogate pair
+        high, low = 0xD800 + ((code - 0x10000) >> 10), 0xDC00 + ((code - 0x10000) & 0x3FF)
+        forms.append(rf"\\u{_hex_digits(high, 4)}\\u{_hex_digits(low, 4)}")
+    else:
+        forms.append(rf"\\u{_hex_digits(code, 4)}")
+    if code < 0x100:
+        forms.append(rf"\\x{_hex_digits(code, 2)}")
+    if not c.isalnum():
+        forms.append(r"\\" + re.escape(c))
+    return forms
+
+
+def _caseless(text: str) -> list[str]:
+    """Regular expressions for `text` in any letter case: one per case of its first
+    character (so each starts with a literal), the rest as character classes."""
+    rest = "".join(
+        f"[{ch.lower()}{ch.upper()}]" if ch.lower() != ch.upper() else re.escape(ch)
+        for ch in text[1:]
+    )
+    firsts = dict.fromkeys((text[0].lower(), text[0].upper()))  # one if uncased
+    return [re.escape(first) + rest for first in firsts]
+
+
+def _hex_digits(number: int, width: int) -> str:
+    """A regular expression for `number` in hex, `width` digits, in any letter case."""
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{number:0{width}x}")
+
+
+def _any_of(forms: list[str]) -> str:
+    return "(?:" + "|".join(forms) + ")"
+
+
+def _base64_cores(raw: bytes) -> list[str]:
+    """The base64 characters that `raw` alone decides, for each of the three offsets
+    it may start at inside a longer encoded text."""
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + raw).decode("ascii")
+        first = -(-8 * offset // 6)  # the first character holding no byte before `raw`
+        last = 8 * (offset + len(raw)) // 6  # past the last one holding only `raw`'s bits
+        core = encoded[first:last]
+        if len(core) >= _MIN_BASE64_CHARS:
+            cores.append(core)
+    return cores
 
 
 def _check_headers(headers: dict[str, str]) -> dict[str, str]:

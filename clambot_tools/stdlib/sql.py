@@ -5,9 +5,20 @@ SQLite itself, not by looking at the SQL: every call opens its own connection wi
 ``file:...?mode=ro`` URI and ``PRAGMA query_only=ON``, so any statement that would change
 the database (INSERT, UPDATE, DELETE, CREATE, DROP, temp tables...) fails inside
 SQLite. On top of that an authorizer refuses ATTACH and DETACH (which VACUUM and
-VACUUM INTO also use, so no other file can be read or written) and every PRAGMA
-except a few that only describe the schema. A progress handler stops a query once its
-deadline passes, and results are capped by row count and by size.
+VACUUM INTO also use, so no other file can be read or written), every PRAGMA
+except a few that only describe the schema, and the functions that reach outside SQL
+(``fts3_tokenizer``, which hands out a host pointer, and ``load_extension``).
+
+Time: a query stops at its own deadline (``timeout_s``) or at the deadline of the
+script's run, whichever comes first, and at once when the run ends (the run's
+cancellation interrupts the connection), wherever the call runs (a pool thread or
+inline on the run's own thread).
+
+Memory: every value SQLite builds is capped before it is allocated
+(``SQLITE_LIMIT_LENGTH``, set from the result cap and the statement's number of
+columns, so one row can never hold much more than twice the result cap), and each
+cell is measured before it is converted to JSON, so one call holds a few times
+``max_result_bytes`` of host memory at most, whatever the database holds.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 import time
 import urllib.parse
 from base64 import b64encode
@@ -26,7 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from .. import Binding, ConfigError, binding
+from .. import Binding, CallContext, ConfigError, binding, current_call
 from . import ToolError
 
 _MIB = 1 << 20
@@ -34,6 +46,13 @@ _MIB = 1 << 20
 _SAFE_INT = (1 << 53) - 1
 #: SQLite VM steps between two checks of the deadline
 _PROGRESS_STEPS = 2000
+#: a row may hold this many times the result cap (its values together, as SQLite
+#: holds them): a row larger than the cap cannot be returned anyway
+_ROW_BUDGET_FACTOR = 2
+#: no value is capped below this, however many columns a statement has
+_MIN_VALUE_BYTES = 1024
+#: functions that reach outside SQL: fts3_tokenizer('name') returns a host pointer
+_DENIED_FUNCTIONS = frozenset({"fts3_tokenizer", "load_extension"})
 
 #: pragmas that take a table or index name and only describe it
 _PRAGMAS_WITH_NAME = frozenset(
@@ -128,7 +147,9 @@ def bindings(
         max_result_bytes: most bytes of JSON one query returns (rows past it are cut
             and ``truncated`` is true); keep it at or below the sandbox's
             ``Limits.max_result_bytes``.
-        timeout_s: longest one call may run inside SQLite before it is stopped.
+        timeout_s: longest one call may run inside SQLite before it is stopped; a
+            call also stops at the deadline of the script's run, and as soon as the
+            run ends.
         prefix: prefix of the binding names.
 
     Returns the bindings to pass to ``Sandbox(bindings=...)``. The calls raise
@@ -164,8 +185,11 @@ def bindings(
                 "SQL text. The database cannot be changed: INSERT, UPDATE, DELETE, "
                 "CREATE, DROP, ATTACH and most PRAGMAs fail. At most "
                 f"{max_rows} rows and {max_result_bytes} bytes come back (truncated is "
-                f"then true); a statement running over {timeout_s:g} s is stopped. BLOBs "
-                "come back as base64 strings, integers beyond 2^53 as strings."
+                f"then true); a statement running over {timeout_s:g} s, or past the "
+                "script's own time limit, is stopped. A single value larger than the byte "
+                "limit cannot be read (length(col) still works), and the more columns a "
+                "statement has, the smaller each value must be. BLOBs come back as "
+                "base64 strings, integers beyond 2^53 as strings."
             ),
         ),
         binding(
@@ -183,15 +207,26 @@ def bindings(
 
 
 class _Guard:
-    """Per-connection state: the deadline and why the authorizer refused something."""
+    """Per-connection state: when the call must stop, and why the authorizer refused
+    something."""
 
-    def __init__(self, timeout_s: float) -> None:
-        self.deadline = time.monotonic() + timeout_s
+    def __init__(self, timeout_s: float, call: CallContext | None) -> None:
+        self.own_deadline = time.monotonic() + timeout_s
+        self.call = call
+        self.deadline = self.own_deadline if call is None else min(self.own_deadline, call.deadline)
         self.refusal: str | None = None
+        #: the most bytes SQLite may build for one value now, and the statement's
+        #: number of columns it was computed for (for the error message)
+        self.value_cap = 0
+        self.width = 1
+
+    def over(self) -> bool:
+        """Whether the call must stop now: its deadline passed or its run ended."""
+        return time.monotonic() > self.deadline or (self.call is not None and self.call.cancelled)
 
     def progress(self) -> int:
         """SQLite's progress handler: non-zero stops the statement."""
-        return 1 if time.monotonic() > self.deadline else 0
+        return 1 if self.over() else 0
 
     def authorize(
         self,
@@ -201,7 +236,8 @@ class _Guard:
         db_name: str | None,
         trigger: str | None,
     ) -> int:
-        """SQLite's authorizer: refuse ATTACH/DETACH and pragmas that are not plain reads."""
+        """SQLite's authorizer: refuse ATTACH/DETACH, pragmas that are not plain reads
+        and the functions that reach outside SQL."""
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
             self.refusal = (
                 "ATTACH, DETACH and VACUUM are not allowed: only this one database can be read"
@@ -216,6 +252,9 @@ class _Guard:
                 + ", ".join(sorted(_PRAGMAS_WITH_NAME | _PRAGMAS_READ_ONLY))
                 + " (reading only)"
             )
+            return sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
+            self.refusal = f"the SQL function {(arg2 or '').lower()}() is not allowed"
             return sqlite3.SQLITE_DENY
         return sqlite3.SQLITE_OK
 
@@ -235,18 +274,32 @@ class _Database:
         """Run the statement `sql` with `params`; its columns and (capped) rows.
 
         Raises ToolError if SQLite refuses or fails the statement (a write, ATTACH, a
-        syntax error...), it runs past the deadline, or one row alone is too large.
+        syntax error...), a value or the first row is too large, the deadline passes
+        or the script's run ends.
         """
+        args = params if params is not None else ()
         with self._connect() as (conn, guard), self._sqlite_errors(guard):
-            cur = conn.execute(sql, params if params is not None else ())
+            probed = _result_columns(conn, sql, args)
+            width = probed if probed is not None else _MAX_COLUMNS
+            value_cap = self._value_cap(width)
+            if sys.version_info >= (3, 11):
+                conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, value_cap)
+            guard.value_cap, guard.width = value_cap, width
+            cur = conn.execute(sql, args)
             columns = [d[0] for d in cur.description] if cur.description else []
-            budget = self.max_result_bytes - len(_to_json(columns)) - 64
+            if len(columns) > width:  # the schema changed between the probe and now
+                raise ToolError("the database schema changed during the call; run it again")
+            budget = self.max_result_bytes - _json_size(columns) - 64
             rows: list[list[Any]] = []
             truncated = False
-            for raw in cur:
-                row = [_cell(v) for v in raw]
-                budget -= len(_to_json(row)) + 1
-                if len(rows) >= self.max_rows or budget < 0:
+            while True:
+                if guard.over():  # between rows, SQLite's handler may not have run yet
+                    raise sqlite3.OperationalError("interrupted")
+                raw = cur.fetchone()
+                if raw is None:
+                    break
+                row = _fit_row(raw, budget) if len(rows) < self.max_rows else None
+                if row is None:
                     if not rows:
                         raise ToolError(
                             f"the first row alone is larger than the {self.max_result_bytes}"
@@ -255,14 +308,16 @@ class _Database:
                         )
                     truncated = True
                     break
-                rows.append(row)
+                budget -= row[1]
+                rows.append(row[0])
             cur.close()
         return {"columns": columns, "rows": rows, "truncated": truncated}
 
     def tables(self) -> Tables:
         """The tables and views of the database with their columns.
 
-        Raises ToolError if the database cannot be read or the deadline passes.
+        Raises ToolError if the database cannot be read, the deadline passes or the
+        script's run ends.
         """
         tables: list[Table] = []
         truncated = False
@@ -273,49 +328,84 @@ class _Database:
             ).fetchall()
             if len(found) > self.max_rows:
                 found, truncated = found[: self.max_rows], True
+            budget = self.max_result_bytes
             for name, kind in found:
                 cols = conn.execute(
                     'SELECT name, type, "notnull", pk FROM pragma_table_xinfo(?) '
                     "WHERE hidden != 1 ORDER BY cid",
                     (name,),
                 ).fetchall()
-                tables.append(
-                    {
-                        "name": name,
-                        "type": kind,
-                        "columns": [
-                            {"name": c, "type": t, "nullable": not nn, "primary_key": pk > 0}
-                            for c, t, nn, pk in cols
-                        ],
-                    }
-                )
+                table: Table = {
+                    "name": name,
+                    "type": kind,
+                    "columns": [
+                        {"name": c, "type": t, "nullable": not nn, "primary_key": pk > 0}
+                        for c, t, nn, pk in cols
+                    ],
+                }
+                budget -= _json_size(table)
+                if budget < 0:  # a schema of thousands of wide tables: say so, keep the start
+                    truncated = True
+                    break
+                tables.append(table)
         return {"tables": tables, "truncated": truncated}
+
+    def _value_cap(self, columns: int) -> int:
+        """The most bytes SQLite may build for one value of a statement with `columns`
+        result columns: the result cap for one column, less for wide rows, so that a
+        row's values together stay within a few result caps."""
+        row_budget = _ROW_BUDGET_FACTOR * self.max_result_bytes
+        per_value = row_budget // max(columns, 1)
+        return max(_MIN_VALUE_BYTES, min(self.max_result_bytes + _MIN_VALUE_BYTES, per_value))
 
     @contextmanager
     def _connect(self) -> Iterator[tuple[sqlite3.Connection, _Guard]]:
-        """A fresh read-only connection with its deadline and authorizer; closed after."""
-        guard = _Guard(self.timeout_s)
+        """A fresh read-only connection with its deadline, authorizer and value cap,
+        interrupted when the script's run ends; closed after."""
+        call = current_call()
+        guard = _Guard(self.timeout_s, call)
+        if guard.over():
+            raise ToolError(_RUN_OVER)
         try:
-            conn = sqlite3.connect(self.uri, uri=True, timeout=self.timeout_s, isolation_level=None)
+            conn = sqlite3.connect(
+                self.uri,
+                uri=True,
+                # the busy timeout sleeps inside SQLite: it must end by the deadline too
+                timeout=max(0.0, guard.deadline - time.monotonic()),
+                isolation_level=None,
+                check_same_thread=False,  # only interrupt() comes from another thread
+            )
         except sqlite3.Error:
             raise ToolError("the database could not be opened") from None
+        lock = threading.Lock()
+        open_ = [True]
+
+        def interrupt() -> None:
+            with lock:  # never on a connection being closed: sqlite3_interrupt forbids it
+                if open_[0]:
+                    conn.interrupt()
+
+        unregister = call.on_cancel(interrupt) if call is not None else None
         try:
             try:
                 conn.text_factory = _text
                 conn.execute("PRAGMA query_only = ON")
                 if sys.version_info >= (3, 11):
                     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-                    # no one string or blob may exceed this (randomblob(1e9) and the like)
-                    conn.setlimit(
-                        sqlite3.SQLITE_LIMIT_LENGTH, max(32 * _MIB, self.max_result_bytes)
-                    )
+                    # no string or blob may exceed this (randomblob(1e9), a stored blob)
+                    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._value_cap(1))
                 conn.set_authorizer(guard.authorize)
                 conn.set_progress_handler(guard.progress, _PROGRESS_STEPS)
             except sqlite3.Error:
                 raise ToolError("the database could not be opened") from None
+            guard.value_cap = self._value_cap(1)
             yield conn, guard
         finally:
-            conn.close()
+            if unregister is not None:
+                unregister()
+            with lock:
+                open_[0] = False
+                conn.close()
 
     @contextmanager
     def _sqlite_errors(self, guard: _Guard) -> Iterator[None]:
@@ -334,13 +424,70 @@ class _Database:
                 "the database is read-only: statements that change it (INSERT, UPDATE, "
                 "DELETE, CREATE, DROP, ...) are refused"
             )
-        if "interrupted" in text and time.monotonic() > guard.deadline:
-            return f"the query ran longer than {self.timeout_s:g} s and was stopped"
+        if "interrupted" in text and guard.over():
+            if time.monotonic() > guard.own_deadline:
+                return f"the query ran longer than {self.timeout_s:g} s and was stopped"
+            return _RUN_OVER
         if "one statement at a time" in text:
             return "run one SQL statement per call"
         if "too big" in text:
-            return f"SQL error: {text} (strings and blobs are limited in size)"
+            alone = self._value_cap(1)
+            if guard.value_cap >= alone:
+                return (
+                    f"a value is larger than {guard.value_cap} bytes, the most one value "
+                    "may hold: it cannot be read through this tool (length(col) still works)"
+                )
+            return (
+                f"a value is larger than {guard.value_cap} bytes, the most one value may "
+                f"hold in a statement with {guard.width} columns; select fewer columns "
+                f"(one alone may hold {alone} bytes) or length(col)"
+            )
         return f"SQL error: {text}"
+
+
+#: SQLite's own most result columns (SQLITE_MAX_COLUMN), when a statement's is unknown
+_MAX_COLUMNS = 2000
+_RUN_OVER = "the script's time limit was reached (or its run ended): the query was stopped"
+
+
+def _result_columns(conn: sqlite3.Connection, sql: str, args: Any) -> int | None:
+    """How many columns `sql` returns, from its compiled program (EXPLAIN prepares the
+    statement without running it), so values can be capped before any is built.
+    None if the statement cannot be explained (it is an EXPLAIN itself, or fails)."""
+    try:
+        cur = conn.execute("EXPLAIN " + sql, args)
+    except (sqlite3.Error, ValueError, TypeError):
+        return None
+    width = 0
+    for _addr, opcode, _p1, p2, *_rest in cur:
+        if opcode == "ResultRow" and isinstance(p2, int):
+            width = max(width, p2)
+    return width
+
+
+def _fit_row(raw: tuple[Any, ...], budget: int) -> tuple[list[Any], int] | None:
+    """The row as JSON-ready cells and its size in JSON bytes, or None if it does not
+    fit in `budget`; each cell is measured before it is converted."""
+    size = 2
+    row: list[Any] = []
+    for value in raw:
+        if _json_floor(value) > budget - size:
+            return None
+        cell = _cell(value)
+        size += _json_size(cell) + 1
+        if size > budget:
+            return None
+        row.append(cell)
+    return row, size
+
+
+def _json_floor(value: Any) -> int:
+    """A lower bound of the JSON size of `value`'s cell, without building it."""
+    if isinstance(value, bytes):
+        return 4 * ((len(value) + 2) // 3) + 2
+    if isinstance(value, str):
+        return len(value) + 2
+    return 1
 
 
 def _cell(value: Any) -> Any:
@@ -356,5 +503,7 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _json_size(value: Any) -> int:
+    """Bytes of `value` as compact UTF-8 JSON."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
