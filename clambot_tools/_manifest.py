@@ -244,7 +244,13 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+#: a key one side of a difference does not have
+_GONE = object()
+
+
 def _short(value: Any, limit: int = 80) -> str:
+    if value is _GONE:
+        return "(absent)"
     text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -266,9 +272,21 @@ def compare(locked: dict[str, Any], bindings: Iterable[Binding]) -> list[Drift]:
                 if change == "code":
                     detail = _code_detail(was.get("code"), now["code"])
                 else:
-                    detail = f"locked {_short(was.get(change))}, now {_short(now[change])}"
+                    detail = _detail(was.get(change), now[change])
                 drift.append(Drift(name, change, detail))
     return drift
+
+
+def _detail(was: Any, now: Any) -> str:
+    """What changed between two JSON values: for objects, each key that differs."""
+    if isinstance(was, dict) and isinstance(now, dict):
+        keys = sorted(k for k in was.keys() | now.keys() if was.get(k, _GONE) != now.get(k, _GONE))
+        parts = [
+            f"{k}: {_short(was.get(k, _GONE), 40)} -> {_short(now.get(k, _GONE), 40)}"
+            for k in keys[:4]
+        ]
+        return ", ".join(parts) + (", ..." if len(keys) > 4 else "")
+    return f"locked {_short(was)}, now {_short(now)}"
 
 
 def _code_detail(was: Any, now: dict[str, str]) -> str:

@@ -203,7 +203,7 @@ def test_output_on_an_ascii_only_terminal_still_encodes(tmp_path: Path) -> None:
 
 def test_messages_about_arguments_never_echo_escapes(tmp_path: Path) -> None:
     name = str(tmp_path / "missing\x1b]0;pwned\x07\x1b[2J.js")
-    code, out, err = _run_real(["run", name])
+    code, _, err = _run_real(["run", name])
     assert code == 2 and "cannot read" in err
     assert not _RAW.search(err) and "\\x1b]0;pwned\\x07" in err
 
