@@ -384,9 +384,9 @@ def verify_signature(lock: str | os.PathLike[str], public_keys: Sequence[str]) -
 
     Raises ManifestError if the signature is missing, malformed or made by no given key
     (or over other bytes)."""
+    keys = [load_public_key(k) for k in public_keys]  # ManifestError without cryptography
     from cryptography.exceptions import InvalidSignature
 
-    keys = [load_public_key(k) for k in public_keys]
     p = Path(lock)
     data = _read_capped(p, "binding manifest")
     sig_file = _sig_path(p)
