@@ -235,3 +235,12 @@ def test_report_reads_what_the_sandbox_writes(tmp_path: Path) -> None:
 def test_a_missing_log_is_a_usage_error(tmp_path: Path) -> None:
     code, _, err = _cli(["report", str(tmp_path / "nope.jsonl")])
     assert code == 2 and "cannot read" in err
+
+
+def test_since_takes_durations_and_iso_times() -> None:
+    from clambot_tools.cli._report import parse_since
+
+    now = 2_000_000_000.0
+    assert parse_since("30m", now) == now - 1800 and parse_since("7d", now) == now - 7 * 86_400
+    assert parse_since("2026-01-02") == DAY2
+    assert parse_since("2026-01-02T02:00+02:00") == DAY2 == parse_since("2026-01-02T00:00Z")
