@@ -73,6 +73,7 @@ class LimitsSection(_Section):
     max_log_bytes: int | None = None
     max_result_bytes: int | None = None
     fuel: int | None = None
+    max_concurrent_calls: int | None = None
 
 
 class PolicySection(_Section):
