@@ -259,8 +259,8 @@ def test_arguments_too_long_to_review_are_refused_without_asking(tmp_path: Path)
 
 
 def test_a_late_answer_never_lets_a_write_run(tmp_path: Path) -> None:
-    """The run times out while the question waits; the operator answers "y" after the
-    result is printed: the process ends without writing the file."""
+    """The run times out while the question waits: the result is printed and the process
+    ends without waiting for an answer, so a "y" typed afterwards can never write."""
     import os
     import pty
     import select
@@ -291,11 +291,12 @@ def test_a_late_answer_never_lets_a_write_run(tmp_path: Path) -> None:
                 break
             seen += chunk
         assert b"Allow?" in seen and (b"timeout" in seen or b"binding_denied" in seen)
-        try:
-            os.write(master, b"y\n")
-        except OSError:
-            pass  # already gone
+        # the question is over with the run: the process ends without waiting for input
         assert proc.wait(timeout=60) == 1
+        try:
+            os.write(master, b"y\n")  # the operator answers anyway: nobody reads it
+        except OSError:
+            pass
     finally:
         if proc.poll() is None:
             proc.kill()
