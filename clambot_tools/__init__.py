@@ -18,11 +18,13 @@ from ._errors import (
     ConfigError,
     ErrorKind,
     GuestUnavailableError,
+    ManifestError,
     SessionClosedError,
     SnapshotError,
     TransientError,
 )
 from ._limits import Limits
+from ._manifest import Manifest
 from ._policy import Approval, ApprovalRequest, Approver, Policy
 from ._result import LogEntry, RunError, RunResult, RunStats
 from ._sandbox import Sandbox
@@ -50,6 +52,8 @@ __all__ = [
     "GuestUnavailableError",
     "Limits",
     "LogEntry",
+    "Manifest",
+    "ManifestError",
     "Policy",
     "RunError",
     "RunResult",

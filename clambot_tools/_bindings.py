@@ -39,6 +39,10 @@ class Binding:
             made from one; arguments are then validated against it.
         result_schema: the JSON Schema of what ``func`` returns, when known from
             elsewhere than its return annotation (an MCP tool's ``outputSchema``).
+        origin: where the binding comes from and how it is configured, as JSON data
+            (a standard binding's factory and options, an MCP server and tool); binding
+            manifests record it, so a change of configuration is caught like one of code.
+            Set it with ``dataclasses.replace(b, origin={...})``.
     """
 
     name: str
@@ -50,6 +54,7 @@ class Binding:
     var_keyword: bool = False
     json_schema: dict[str, Any] | None = None
     result_schema: dict[str, Any] | None = None
+    origin: dict[str, Any] | None = None
 
     def arguments_schema(self) -> dict[str, Any]:
         """The JSON Schema of the arguments object (for declarations and manifests)."""

@@ -3,9 +3,11 @@
 Everything in a RunResult may come from an untrusted script (the value, the log messages,
 the error's name, message and stack), so every piece of it is treated as hostile text:
 
-* in HTML it is escaped (``html.escape`` with quotes) after control characters, bidi
-  overrides and lone surrogates are made visible as ``\\uXXXX`` escapes; the markup
-  around it is ours and holds no script, no event handler and no URL;
+* everywhere, control characters, bidi overrides, invisible characters and lone
+  surrogates are made visible as escapes (``_text.visible``, shared with the ``clambot``
+  command, whose terminal output is `run_result_text`);
+* in HTML it is then escaped (``html.escape`` with quotes); the markup around it is
+  ours and holds no script, no event handler and no URL;
 * in Markdown it sits in code fences longer than any run of backticks it contains, or is
   backslash-escaped when inline, so it can neither close its block nor become HTML;
 * everything is capped in size, so a 1 MiB result does not freeze a notebook.
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._result import LogEntry, RunError, RunResult, RunStats
+from ._text import cap as _cap
+from ._text import visible as _visible
 
 #: default cap on the characters of the pretty-printed value
 MAX_VALUE_CHARS = 20_000
@@ -43,13 +47,6 @@ _JS_LINE_BREAK = re.compile(r"\r\n|[\n\r\u2028\u2029]")
 _BACKTICKS = re.compile(r"`+")
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
 
-# Characters never shown raw: C0/C1 controls (but tab and newline), DEL, bidi embeddings,
-# overrides and isolates ("Trojan Source"), zero-width marks, line/paragraph separators,
-# the BOM, and lone surrogates (which could not even be encoded to UTF-8).
-_INVISIBLE = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
-)
-
 _LEVEL_COLORS = {
     "log": None,
     "info": "#1565c0",
@@ -59,25 +56,6 @@ _LEVEL_COLORS = {
 }
 _OK_COLOR = "#2e7d32"
 _ERR_COLOR = "#c62828"
-
-
-def _visible(text: str, *, keep_newlines: bool = True) -> str:
-    """`text` with invisible and dangerous characters replaced by ``\\uXXXX`` escapes."""
-
-    def esc(m: re.Match[str]) -> str:
-        cp = ord(m.group())
-        return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}"
-
-    out = _INVISIBLE.sub(esc, text)
-    if not keep_newlines:
-        out = out.replace("\n", "\\n")
-    return out
-
-
-def _cap(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}… [{len(text) - limit:,} more characters]"
 
 
 def _h(text: str) -> str:

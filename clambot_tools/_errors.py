@@ -12,7 +12,8 @@ Two families, for two audiences:
       ClamBotError                  base of everything raised by this package
       ├── ConfigError               invalid Limits, bindings or other arguments (also a ValueError)
       │   ├── SnapshotError         bytes that are not a loadable snapshot of this guest
-      │   └── SessionClosedError    a run, snapshot or use of a Session after close()
+      │   ├── SessionClosedError    a run, snapshot or use of a Session after close()
+      │   └── ManifestError         bindings that differ from their manifest, or a lock refused
       └── GuestUnavailableError     the compiled guest is missing or does not load
 
   and one exception bindings raise themselves:
@@ -24,6 +25,7 @@ Two families, for two audiences:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 #: What went wrong in a run, from the model's point of view: what to fix next.
@@ -67,6 +69,15 @@ class SnapshotError(ConfigError):
 
 class SessionClosedError(ConfigError):
     """Raised when a closed ``Session`` is asked to run or to snapshot."""
+
+
+class ManifestError(ConfigError):
+    """Raised when granted bindings differ from their manifest (``drift`` names each
+    difference), or the manifest cannot be read or its signature is missing or invalid."""
+
+    def __init__(self, message: str, *, drift: Sequence[object] = ()) -> None:
+        super().__init__(message)
+        self.drift = tuple(drift)
 
 
 class GuestUnavailableError(ClamBotError):

@@ -3,8 +3,9 @@ audit, the start image) and hands each run to `_run.Job`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._audit import AuditLog, AuditSink
 from ._bindings import Binding, binding
@@ -18,6 +19,9 @@ from ._result import RunResult
 from ._run import FreshGuest, Job
 from ._session import STACK_BYTES, Session, parse_snapshot
 from ._startup import start_image
+
+if TYPE_CHECKING:
+    from ._manifest import Manifest
 
 
 class Sandbox:
@@ -37,9 +41,12 @@ class Sandbox:
             writes refused unless approved).
         audit: where to write one record per run and per tool call: an ``AuditLog``,
             a path (JSON lines), a ``logging.Logger`` or a callable.
+        manifest: a binding manifest (``bindings.lock``: a path, or a ``Manifest``
+            with the public keys that must have signed it) the bindings must match.
 
     Raises:
         ConfigError: a binding is invalid or two share a name.
+        ManifestError: the bindings differ from the manifest, or it is refused.
         GuestUnavailableError: the compiled guest is missing or does not load.
     """
 
@@ -50,6 +57,7 @@ class Sandbox:
         bindings: Iterable[Binding | Any] = (),
         policy: Policy | None = None,
         audit: AuditLog | AuditSink | None = None,
+        manifest: Manifest | str | os.PathLike[str] | None = None,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         if not isinstance(self.limits, Limits):
@@ -62,6 +70,10 @@ class Sandbox:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ConfigError(f"two bindings share the name(s) {dupes}")
+        if manifest is not None:
+            from ._manifest import check
+
+            check(granted, manifest)
         self.audit = audit if isinstance(audit, AuditLog) or audit is None else AuditLog(audit)
         self._bindings: tuple[Binding, ...] = tuple(granted)
         self._names_block = b"".join(n.encode("utf-8", "surrogatepass") + b"\0" for n in names)

@@ -1,0 +1,7 @@
+"""`python -m clambot_tools.cli`: the `clambot` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
