@@ -27,6 +27,7 @@ from ._policy import Approval, ApprovalRequest, Approver, Policy
 from ._result import LogEntry, RunError, RunResult, RunStats
 from ._sandbox import Sandbox
 from ._session import Session
+from ._shapes import ResultShapes
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -51,6 +52,7 @@ __all__ = [
     "Limits",
     "LogEntry",
     "Policy",
+    "ResultShapes",
     "RunError",
     "RunResult",
     "RunStats",

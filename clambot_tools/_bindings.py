@@ -259,32 +259,92 @@ def _free_model(name: str) -> type[BaseModel]:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+#: the largest integer a JavaScript number holds exactly (Number.MAX_SAFE_INTEGER)
+MAX_SAFE_INTEGER = 2**53 - 1
+#: a run of digits long enough to be an integer past MAX_SAFE_INTEGER (16+ digits)
+_LONG_NUMBER = re.compile(r"\d{16}")
 
 
 def to_json_bytes(value: Any) -> bytes:
-    """A binding's return value as JSON for the guest (NaN and infinities become null,
-    as JSON.stringify would). Raises TypeError/ValueError if it is not JSON data."""
+    """A binding's return value as JSON for the guest.
+
+    JSON data goes as it is (NaN and infinities become null, as JSON.stringify would).
+    Other values are encoded as pydantic's JSON mode encodes them: datetimes, dates,
+    times and timedeltas as ISO 8601 strings, Decimal and UUID as strings, an Enum as
+    its value, bytes as UTF-8 text, sets, frozensets and tuples as arrays, dataclasses
+    and pydantic models as objects, non-string dict keys as strings.
+
+    Raises ValueError for an integer a JavaScript number cannot hold exactly (past
+    2^53: it would silently become another number in the script), naming where it is;
+    TypeError/ValueError for anything else that has no JSON form.
+    """
     try:
-        text = _ENCODER.encode(value)
-    except ValueError:  # NaN or an infinity somewhere: null them, as JS would
-        text = _ENCODER.encode(_finite(value))
-    except TypeError:  # a pydantic model or a non-str key, perhaps: normalise, retry
-        text = _ENCODER.encode(_finite(value))
+        try:
+            text = _ENCODER.encode(value)
+        except (TypeError, ValueError):  # not plain JSON data: pydantic's JSON mode, retry
+            value = _finite(_jsonable(value))
+            text = _ENCODER.encode(value)
+    except RecursionError:
+        raise ValueError("the result is nested too deeply") from None
+    if _LONG_NUMBER.search(text):
+        _check_safe_integers(value)
     return text.encode("utf-8", "surrogatepass")
 
 
-def _finite(v: Any, depth: int = 0) -> Any:
-    if depth > 500:
-        raise ValueError("the result is nested too deeply")
-    if isinstance(v, float):
-        return v if v == v and v not in (float("inf"), float("-inf")) else None
-    if isinstance(v, dict):
-        return {k if isinstance(k, str) else _key(k): _finite(x, depth + 1) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x, depth + 1) for x in v]
-    if isinstance(v, BaseModel):
-        return _finite(v.model_dump(mode="json"), depth + 1)
-    return v
+def _jsonable(value: Any) -> Any:
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except PydanticSerializationError as exc:
+        raise TypeError(str(exc).strip()) from None
+    except UnicodeDecodeError:
+        raise ValueError(
+            "it holds bytes that are not UTF-8 text (bytes go as UTF-8 text); return them "
+            "base64-encoded instead"
+        ) from None
+
+
+def _finite(v: Any) -> Any:
+    """`v` (JSON-able data) with NaN and infinities as null, walked without recursion."""
+    root: list[Any] = [v]
+    stack: list[tuple[Any, Any, int]] = [(root, 0, 0)]
+    while stack:
+        parent, key, depth = stack.pop()
+        x = parent[key]
+        if isinstance(x, float):
+            if x != x or x in (float("inf"), float("-inf")):
+                parent[key] = None
+        elif isinstance(x, dict):
+            if depth > 1000:
+                raise ValueError("the result is nested too deeply")
+            copy = {k if isinstance(k, str) else _key(k): y for k, y in x.items()}
+            parent[key] = copy
+            stack.extend((copy, k, depth + 1) for k in copy)
+        elif isinstance(x, (list, tuple)):
+            if depth > 1000:
+                raise ValueError("the result is nested too deeply")
+            items = list(x)
+            parent[key] = items
+            stack.extend((items, i, depth + 1) for i in range(len(items)))
+    return root[0]
+
+
+def _check_safe_integers(value: Any) -> None:
+    """Raise ValueError if `value` holds an integer past 2^53, saying where."""
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        x, path = stack.pop()
+        if isinstance(x, int) and not isinstance(x, bool):
+            if abs(x) > MAX_SAFE_INTEGER:
+                raise ValueError(
+                    f"{path} is {x}, past the integers a JavaScript number holds exactly "
+                    "(2^53); the tool should return it as a string"
+                )
+        elif isinstance(x, dict):
+            stack.extend((y, f"{path}.{k}") for k, y in x.items())
+        elif isinstance(x, (list, tuple)):
+            stack.extend((y, f"{path}[{i}]") for i, y in enumerate(x))
 
 
 def _key(k: Any) -> str:
