@@ -11,8 +11,10 @@ time. What it promises a reader (a model):
   tools, arguments and results) becomes one named ``interface``/``type``, named after
   its class or ``$defs`` entry (else after the field or tool it came from), in order of
   first appearance, so the text is the same from run to run.
-- Short: one-line doc comments, no comment that repeats the type (a ``null`` default
-  beside ``?:``), optional arguments without ``| null``.
+- Short (it is read on every turn; bench/tokens.py counts it): one-line doc comments
+  (``/** ... */`` for tools, a trailing ``// ...`` for fields), no comment that repeats
+  the type or the name (a ``null`` default beside ``?:``), optional arguments without
+  ``| null``, objects on one line when they fit.
 - Honest results: from the binding's ``result_schema``, else its return annotation
   (TypedDicts, dataclasses, pydantic models... see ``_annotations``), else a shape
   observed from real results (``ResultShapes``), else ``unknown``, which the header
@@ -55,7 +57,8 @@ _TAKEN = frozenset(
 #: longest doc comment in the declaration a prompt carries (``$describe`` shows all)
 SUMMARY_CHARS = 240
 FIELD_DOC_CHARS = 160
-_INLINE_CHARS = 70
+_INLINE_CHARS = 100
+FIELD_DOCS = "trailing"
 
 HEADER = "/** Tools this script can call. Every call is async: `await tools.name({...})`. */"
 _UNKNOWN_NOTE = (
@@ -72,8 +75,8 @@ _COMPACT_TYPES = (
     "type Tool = (args?: object) => Promise<unknown>;\n"
     "type Lookup = (query: string | string[]) => Promise<string>;"
 )
-_ASKS = "asks a human first"
-_REFUSED = "always refused here: it needs a human's approval and no approver is set"
+_ASKS = "needs approval"
+_REFUSED = "always refused: it needs approval and no approver is set"
 
 
 def _key(name: str) -> str:
@@ -203,7 +206,8 @@ class _Reader:
         required = set(schema.get("required") or ())
         fields = []
         for name, sub in props.items():
-            t = self.read(sub, _camel(name), depth + 1)
+            parent = hint.split("\0")[0]
+            t = self.read(sub, f"{_camel(name)}\0{parent}{_camel(name)}", depth + 1)
             optional = name not in required
             doc = ""
             if isinstance(sub, dict):
@@ -215,6 +219,8 @@ class _Reader:
 
 
 def _singular(hint: str) -> str:
+    if "\0" in hint:
+        return "\0".join(_singular(h) for h in hint.split("\0"))
     if hint.endswith("ies") and len(hint) > 4:
         return hint[:-3] + "y"
     if hint.endswith("s") and not hint.endswith("ss") and len(hint) > 3:
@@ -300,8 +306,9 @@ class _Book:
         used = set(_TAKEN)
         result = [n for n in order if n in chosen]
         for n in result:
-            base = _camel(self.hints.get(n, ("Shape", False))[0])
-            name, i = base, 2
+            options = [_camel(h) for h in self.hints.get(n, ("Shape", False))[0].split("\0")]
+            name = next((o for o in options if o not in used), options[0])
+            base, i = options[0], 2
             while name in used:
                 name, i = f"{base}{i}", i + 1
             used.add(name)
@@ -395,11 +402,14 @@ class _Writer:
         inner = indent + "  "
         lines = ["{"]
         for f, doc in zip(fields, docs, strict=True):
-            if doc:
+            line = f"{inner}{_key(f[0])}{'?' if f[2] else ''}: {self.type_of(f[1], inner)};"
+            if doc and FIELD_DOCS == "jsdoc":
                 lines.append(f"{inner}/** {doc} */")
-            lines.append(f"{inner}{_key(f[0])}{'?' if f[2] else ''}: {self.type_of(f[1], inner)};")
-        if extra is not None:
-            lines.append(f"{inner}[key: string]: {self.type_of(extra, inner)};")
+            elif doc and "\n" in line:  # a comment after a nested object would be lost
+                lines.append(f"{inner}// {doc}")
+            elif doc:
+                line += f" // {doc}"
+            lines.append(line)
         lines.append(f"{indent}}}")
         return "\n".join(lines)
 
@@ -569,7 +579,7 @@ def _summary(e: _Entry, limit: int) -> str:
         text = text[: m.start()]
     text = one_line(text, limit)
     if e.mark:
-        text = f"{text} ({'asks a human' if e.mark == _ASKS else 'refused: no approver'})"
+        text = f"{text} ({'needs approval' if e.mark == _ASKS else 'always refused'})"
     return text.strip()
 
 

@@ -49,7 +49,8 @@ class ResultShapes:
         max_nodes: size of one tool's shape; past it the shape stops growing.
         max_bytes: results larger than this (as JSON) are not read.
         on_change: called with the tool's name when its shape changed (from the
-            thread that ran the call; exceptions are swallowed).
+            thread that ran the call; exceptions are swallowed). More listeners can
+            be added with `listen`.
     """
 
     def __init__(
@@ -71,7 +72,7 @@ class ResultShapes:
         self.max_variants = max_variants
         self.max_nodes = max_nodes
         self.max_bytes = max_bytes
-        self.on_change = on_change
+        self._listeners: list[Callable[[str], object]] = [on_change] if on_change else []
         self._shapes: dict[str, Shape] = {}
         self._calls: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -110,11 +111,17 @@ class ResultShapes:
                 self._shapes[name] = merged
                 self._version += 1
                 changed = True
-        if changed and self.on_change is not None:
-            try:
-                self.on_change(name)
-            except Exception:  # noqa: BLE001 - a listener's failure must not fail the call
-                pass
+        if changed:
+            for listener in list(self._listeners):
+                try:
+                    listener(name)
+                except Exception:  # noqa: BLE001 - a listener's failure must not fail the call
+                    pass
+
+    def listen(self, callback: Callable[[str], object]) -> None:
+        """Also call `callback` with a tool's name whenever its shape changes."""
+        with self._lock:
+            self._listeners.append(callback)
 
     def schema(self, name: str) -> dict[str, Any] | None:
         """The JSON Schema of the results of tool `name` seen so far (None if none)."""

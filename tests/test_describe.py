@@ -36,9 +36,9 @@ def test_declaration_has_types_docs_and_optional_fields() -> None:
     assert "/** Search the catalogue. */" in text
     assert "search(args: {" in text
     assert "query: string;" in text
-    assert "/** default: 10 */\n    limit?: number;" in text
+    assert "limit?: number; // default: 10" in text
     assert "near?: {" in text  # $ref resolved
-    assert "/** east-west */" in text
+    assert "x: number; // east-west" in text
     assert 'Promise<{ id: number; kind: "a" | "b" }[]>' in text  # from the annotation
     assert text.rstrip().endswith("};")
 
@@ -102,13 +102,15 @@ def test_declaration_leaves_out_what_the_policy_refuses() -> None:
     assert "admin" not in text  # not in the allow-list
     assert "fetch" not in text  # its effect is denied
     # a write with no approver is refused: still listed, marked so the model knows
-    assert "refund(" in text and "always refused here" in text
+    assert "/** Refund an order. (always refused: it needs approval and no approver is set) */" in (
+        text
+    )
 
 
 def test_declaration_marks_calls_that_ask_a_human() -> None:
     policy = Policy(approve=lambda request: True)
     text = Sandbox(bindings=[LOOKUP, REFUND], policy=policy).describe_tools()
-    assert "/** Refund an order. (asks a human first) */" in text
+    assert "/** Refund an order. (needs approval) */" in text
     assert "/** Look up an order. */" in text
     auto = Sandbox(bindings=[REFUND], policy=Policy(auto_approve=("write",))).describe_tools()
     assert "/** Refund an order. */" in auto
@@ -176,7 +178,7 @@ def test_no_doc_comment_repeats_the_type_and_docs_are_one_line() -> None:
     text = Sandbox(bindings=[binding(find)]).describe_tools()
     assert "default: null" not in text
     assert "city?: string;" in text  # optional: no `| null` beside `?`
-    assert "/** tag */" not in text  # a description that only repeats the name
+    assert "// tag" not in text  # a description that only repeats the name
     assert "/** Find places. Searches every place we know, by name and city. */" in text
     for line in text.splitlines():
         assert not line.strip().startswith("*"), line  # no multi-line doc comments
@@ -222,7 +224,7 @@ def test_result_types_from_what_users_write() -> None:
     # Color appears once (inside Parcel, itself declared once): it stays inline
     assert 'interface Parcel { weight_kg: number; color: "red" | "blue"; lines: Line[] }' in text
     assert "interface Line { sku: string; qty: number }" in text
-    assert "/** with VAT */\n    price_eur: number;" in text
+    assert "price_eur: number; // with VAT" in text
     assert "sizes(): Promise<[number, number]>;" in text
     assert "maybe(): Promise<Line | null>;" in text
     assert "unknown" not in text
