@@ -325,9 +325,10 @@ WRITES = ("update_ticket", "refund_order", "create_shipment", "send_email")
 def texts() -> dict[str, typing.Any]:
     """What the model reads, from the packages importable here: each tool's own
     definition, the sandbox tool's definition, and the declaration alone."""
-    from clambot_tools import Policy
     from langchain_clambot import SandboxedJSTool
     from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from clambot_tools import Policy
 
     tools = build_tools()
     js = SandboxedJSTool(
@@ -444,8 +445,9 @@ def main() -> None:
     current = texts()
     rows.append((f"this tree ({git_describe('HEAD')})", figures(current)))
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    cpu = platform.processor() or platform.machine()
     print(
-        f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC | {platform.processor() or platform.machine()}, "
+        f"# {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC | {cpu}, "
         f"{os.cpu_count()} cores | Python {platform.python_version()} | node {node}, "
         "gpt-tokenizer 4.0.0 (o200k_base)"
     )

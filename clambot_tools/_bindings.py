@@ -274,7 +274,7 @@ def to_json_bytes(value: Any) -> bytes:
     its value, bytes as UTF-8 text, sets, frozensets and tuples as arrays, dataclasses
     and pydantic models as objects, non-string dict keys as strings.
 
-    Raises ValueError for an integer a JavaScript number cannot hold exactly (past
+    Raises ValueError for an integer a JavaScript number cannot hold exactly (some past
     2^53: it would silently become another number in the script), naming where it is;
     TypeError/ValueError for anything else that has no JSON form.
     """
@@ -331,20 +331,35 @@ def _finite(v: Any) -> Any:
 
 
 def _check_safe_integers(value: Any) -> None:
-    """Raise ValueError if `value` holds an integer past 2^53, saying where."""
+    """Raise ValueError if `value` holds an integer that a JavaScript number (a double)
+    would change, saying where and into what. (2^60 stays itself; 2^53 + 1 does not.)"""
     stack: list[tuple[Any, str]] = [(value, "$")]
     while stack:
         x, path = stack.pop()
         if isinstance(x, int) and not isinstance(x, bool):
-            if abs(x) > MAX_SAFE_INTEGER:
+            if abs(x) > MAX_SAFE_INTEGER and _as_double(x) != x:
+                seen = _as_double(x)
+                becomes = f"it would become {seen}" if seen is not None else "it is too large"
                 raise ValueError(
-                    f"{path} is {x}, past the integers a JavaScript number holds exactly "
-                    "(2^53); the tool should return it as a string"
+                    f"{path} is {x}, which a JavaScript number cannot hold exactly ({becomes} "
+                    "past 2^53); the tool should return it as a string"
                 )
         elif isinstance(x, dict):
             stack.extend((y, f"{path}.{k}") for k, y in x.items())
         elif isinstance(x, (list, tuple)):
             stack.extend((y, f"{path}[{i}]") for i, y in enumerate(x))
+
+
+def _as_double(x: int) -> int | None:
+    """`x` as a JavaScript number holds and prints it (the shortest decimal that reads
+    back as the same double, as JavaScript and Python both print numbers), or None past
+    the largest double."""
+    import decimal
+
+    try:
+        return int(decimal.Decimal(repr(float(x))))
+    except OverflowError:
+        return None
 
 
 def _key(k: Any) -> str:

@@ -66,10 +66,8 @@ _UNKNOWN_NOTE = (
     "relying on its fields. */"
 )
 _COMPACT_HEADER = (
-    "/** Tools this script can call; every call is async: `await tools.name({...})`. "
-    "Arguments and results are not shown: read a tool's TypeScript with "
-    '`await tools.$describe("name")` and find tools with `await tools.$search("words")` '
-    "(both return a string). */"
+    "/** Tools this script can call; types not shown: read them with "
+    '`await tools.$describe("name")`, find tools with `await tools.$search("words")`. */'
 )
 _COMPACT_TYPES = (
     "type Tool = (args?: object) => Promise<unknown>;\n"
@@ -234,7 +232,10 @@ def _field_doc(name: str, sub: dict[str, Any], *, result: bool) -> str:
     if re.sub(r"[\W_]+", "", desc.lower()) == re.sub(r"[\W_]+", "", name.lower()):
         desc = ""  # the description only repeats the name
     if not result and "default" in sub and sub["default"] is not None:
-        default = json.dumps(sub["default"], ensure_ascii=False)
+        value = sub["default"]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # as JavaScript writes it: 0, not 0.0
+        default = json.dumps(value, ensure_ascii=False)
         if len(default) <= 40:
             desc = f"{desc} (default: {default})" if desc else f"default: {default}"
     return desc
@@ -284,14 +285,19 @@ class _Book:
         if old is None or (strong and not old[1]):
             self.hints[node] = (name, strong)
 
-    def choose(self, roots: Sequence[Node]) -> list[Node]:
+    def choose(self, roots: Sequence[Node], keep_inline: set[Node]) -> list[Node]:
         """Name the shapes that would otherwise be written more than once (and the
-        recursive ones); return them in order of first appearance."""
+        recursive ones), except those in `keep_inline` (a tool's arguments read best
+        at the tool); return them in order of first appearance."""
         order: list[Node] = []
         counts: dict[Node, int] = {}
         _walk_all(roots, counts, order, set())
         forced = {n for n in self.named_refs.values() if n[0] == "obj"}
-        candidates = [n for n in order if (n in forced or (counts[n] > 1 and _worth_naming(n)))]
+        candidates = [
+            n
+            for n in order
+            if n in forced or (counts[n] > 1 and _worth_naming(n) and n not in keep_inline)
+        ]
         # bigger shapes first: naming a parent may make its children appear once
         candidates.sort(key=lambda n: -len(repr(n)))
         chosen: set[Node] = set()
@@ -528,7 +534,7 @@ def _write(entries: list[_Entry], book: _Book, *, full: bool, header: bool) -> s
     roots: list[Node] = []
     for e in entries:
         roots += [e.args, e.result]
-    shared = book.choose(roots)
+    shared = book.choose(roots, {e.args for e in entries})
     w = _Writer(book, field_doc_chars=None if full else FIELD_DOC_CHARS)
     lines = [HEADER] if header else []
     if any(e.result == UNKNOWN for e in entries):

@@ -93,18 +93,30 @@ def test_unknown_objects_still_fail_with_a_reason() -> None:
 
 def test_integers_past_2_53_are_refused_not_changed() -> None:
     big = 2**53 + 1  # as a JS number it would silently become 2**53
+    exact = {"max": 2**53 - 1, "neg": -(2**53 - 1), "e20": 10**20, "two53": 2**53}
     sb = Sandbox(
         bindings=[
-            binding(lambda: {"ok": 2**53 - 1, "neg": -(2**53 - 1)}, name="edge"),
+            binding(lambda: exact, name="edge"),
             binding(lambda: {"rows": [{"id": big}]}, name="ids"),
+            binding(lambda: {"id": 2**60}, name="pow"),
             binding(lambda: {"id": str(big), "f": 1.0e16}, name="as_text"),
         ]
     )
-    assert sb.run("await tools.edge()").value == {"ok": 2**53 - 1, "neg": -(2**53 - 1)}
+    # integers a JavaScript number holds (and prints back) exactly pass, however large
+    res = sb.run(
+        "const e = await tools.edge(); [e.max, e.neg, e.e20 === 1e20, e.two53 === 2 ** 53]"
+    )
+    assert res.value == [2**53 - 1, -(2**53 - 1), True, True]
     res = sb.run("await tools.ids()")
     assert res.error is not None and res.error.kind == "binding_failed"
-    assert f"$.rows[0].id is {big}" in res.error.message
+    assert f"$.rows[0].id is {big}, which a JavaScript number cannot hold exactly" in (
+        res.error.message
+    )
+    assert f"it would become {2**53}" in res.error.message
     assert "return it as a string" in res.error.message
+    # 2**60 is a double, but JavaScript reads and prints it as 1152921504606847000
+    res = sb.run("await tools.pow()")
+    assert res.error is not None and "it would become 1152921504606847000" in res.error.message
     assert sb.run("await tools.as_text()").value == {"id": str(big), "f": 1.0e16}
 
 
