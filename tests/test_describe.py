@@ -272,3 +272,20 @@ def test_result_schema_beats_the_annotation() -> None:
         return {"n": 1}
 
     assert "count(): Promise<{ n?: number }>;" in Sandbox(bindings=[count]).describe_tools()
+
+
+def test_the_readme_declaration_example_is_what_describe_tools_prints() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### What the model reads: `describe_tools()`", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    expected = re.search(r"```ts\n(.*?)```", section, re.S)
+    assert code is not None and expected is not None
+    *body, last = code.group(1).strip().splitlines()
+    scope = {"binding": binding, "Sandbox": Sandbox, "Policy": Policy}
+    scope["ask_a_human"] = lambda request: True
+    source = "\n".join([*body, f"printed = {last}"])
+    exec(compile(source, "README.md", "exec", dont_inherit=True), scope)
+    assert scope["printed"] == expected.group(1).strip()
