@@ -15,7 +15,6 @@ count against ``max_calls``.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Sequence
@@ -91,6 +90,8 @@ class Discovery:
         by_name = {b.name: b for b in self._visible()}
         missing = [n for n in names if n not in by_name]
         if missing:
+            import difflib
+
             hints = []
             for n in missing:
                 close = difflib.get_close_matches(n, list(by_name), n=1)
