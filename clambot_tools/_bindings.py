@@ -37,8 +37,10 @@ class Binding:
         var_keyword: ``func`` takes ``**kwargs`` (extra arguments are passed on).
         json_schema: the JSON Schema of the arguments object, when the binding was
             made from one; arguments are then validated against it.
-        result_schema: the JSON Schema of what ``func`` returns, when known from
-            elsewhere than its return annotation (an MCP tool's ``outputSchema``).
+        result_schema: the JSON Schema of what ``func`` returns: given to
+            ``binding()`` (an MCP tool's ``outputSchema``, say), else read there from
+            its return annotation; None when unknown. It stays with the binding when
+            ``dataclasses.replace`` swaps its function for a wrapper.
     """
 
     name: str
@@ -191,7 +193,8 @@ def binding(
     ``inputSchema``: the arguments are validated against it and passed to `func` as
     keyword arguments), or else from the signature (annotations are validated
     strictly; ``**kwargs`` accepts extra keys). ``result_schema`` (a JSON Schema)
-    describes what `func` returns when its annotation does not.
+    describes what `func` returns; without it, it is read from the return annotation
+    (TypedDicts, dataclasses, pydantic models...) when that says.
 
     Raises ConfigError for an empty or NUL-containing name, an unknown effect, both
     ``args_schema`` and ``json_schema``, a ``json_schema`` that is not an object
@@ -237,6 +240,11 @@ def binding(
         model, var_kw = args_schema, False
     else:
         model, var_kw = _model_from_signature(func, bname)
+    if result_schema is None:
+        from ._annotations import result_schema as schema_of
+        from ._annotations import return_annotation
+
+        result_schema = schema_of(return_annotation(func))
     desc = description if description is not None else inspect.getdoc(func) or ""
     call = type(func).__call__ if not inspect.isroutine(func) else func
     is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)

@@ -274,7 +274,8 @@ class ToolSpec:
         def never_called(**kwargs: Any) -> Any:
             raise NotImplementedError  # pragma: no cover - describe only
 
-        _annotate(never_called, returns)
+        if returns is not inspect.Parameter.empty:
+            never_called.__annotations__ = {"return": returns}
         shape = binding(
             never_called,
             name=tool.name,
@@ -321,15 +322,8 @@ class ToolSpec:
             return to_json_data(out, name)
 
         is_async = use_async or self.async_only
-        func = acall if is_async else call
-        _annotate(func, self.returns)  # so tools.$describe in the run shows the result type
-        return dataclasses.replace(self.shape, func=func, is_async=is_async)
-
-
-def _annotate(func: Callable[..., Any], returns: Any) -> None:
-    """Give `func` the return annotation `returns` (none when it is inspect's empty)."""
-    if returns is not inspect.Parameter.empty:
-        func.__annotations__ = {"return": returns}
+        # the shape's result_schema (from the tool's return annotation) stays with it
+        return dataclasses.replace(self.shape, func=acall if is_async else call, is_async=is_async)
 
 
 def guard_binding(b: Binding, state: RunState) -> Binding:

@@ -243,3 +243,33 @@ def test_an_agent_keeps_injected_tools_beside_the_sandbox() -> None:
     direct, script = tool_messages(out)
     assert direct.status == "success" and direct.content == "t-9"
     assert script.status == "success" and script.content == 'Result (JSON): "open"'
+
+
+def test_a_script_reads_full_declarations_with_result_types() -> None:
+    """tools.$describe inside a run sees what describe_tools() sees (result types too),
+    for LangChain tools and plain bindings, in plain runs and in sessions."""
+
+    def stock(sku: str) -> OrderLine:
+        """Stock of a SKU."""
+        return {"sku": sku, "quantity": 3, "line_total": 0.0}
+
+    code = 'await tools.$describe(["get_order", "stock"])'
+    plain = SandboxedJSTool(tools=[get_order], bindings=[stock])
+    out = plain.invoke({"code": code})
+    for text in (out, plain.describe_tools()):
+        assert "get_order(args: { order_id: number }): Promise<" in text
+        assert "stock(args: { sku: string }): Promise<OrderLine>;" in text
+        assert "interface OrderLine { sku: string; quantity: number; line_total: number }" in (
+            text.replace("\\n", "\n")
+        )
+        assert "Promise<unknown>" not in text
+
+    from langchain_clambot import JSSessionMiddleware
+
+    js = SandboxedJSTool(tools=[get_order], bindings=[stock], sessions=True)
+    model = scripted(js_call(code, "c1"), AIMessage(content="ok"))
+    agent = create_agent(model, [js], middleware=[JSSessionMiddleware()])
+    (message,) = tool_messages(agent.invoke({"messages": [HumanMessage("go")]}))
+    assert message.status == "success"
+    assert "stock(args: { sku: string }): Promise<OrderLine>;" in str(message.content)
+    assert "Promise<unknown>" not in str(message.content)
