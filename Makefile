@@ -36,5 +36,8 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -r bench/requirements.txt
+	# the o200k_base tokenizer for bench/tokens.py (its ranks ship in the npm package)
+	npm install --silent --no-audit --no-fund --prefix bench/.node gpt-tokenizer@4.0.0
 	$(PY) bench/run.py
 	$(PY) bench/sessions.py
+	$(PY) bench/tokens.py

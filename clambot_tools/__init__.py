@@ -29,6 +29,7 @@ from ._policy import Approval, ApprovalRequest, Approver, Policy
 from ._result import LogEntry, RunError, RunResult, RunStats
 from ._sandbox import Sandbox
 from ._session import Session
+from ._shapes import ResultShapes
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -55,6 +56,7 @@ __all__ = [
     "Manifest",
     "ManifestError",
     "Policy",
+    "ResultShapes",
     "RunError",
     "RunResult",
     "RunStats",

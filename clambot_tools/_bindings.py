@@ -37,8 +37,10 @@ class Binding:
         var_keyword: ``func`` takes ``**kwargs`` (extra arguments are passed on).
         json_schema: the JSON Schema of the arguments object, when the binding was
             made from one; arguments are then validated against it.
-        result_schema: the JSON Schema of what ``func`` returns, when known from
-            elsewhere than its return annotation (an MCP tool's ``outputSchema``).
+        result_schema: the JSON Schema of what ``func`` returns: given to
+            ``binding()`` (an MCP tool's ``outputSchema``, say), else read there from
+            its return annotation; None when unknown. It stays with the binding when
+            ``dataclasses.replace`` swaps its function for a wrapper.
         origin: where the binding comes from and how it is configured, as JSON data
             (a standard binding's factory and options, an MCP server and tool); binding
             manifests record it, so a change of configuration is caught like one of code.
@@ -196,7 +198,8 @@ def binding(
     ``inputSchema``: the arguments are validated against it and passed to `func` as
     keyword arguments), or else from the signature (annotations are validated
     strictly; ``**kwargs`` accepts extra keys). ``result_schema`` (a JSON Schema)
-    describes what `func` returns when its annotation does not.
+    describes what `func` returns; without it, it is read from the return annotation
+    (TypedDicts, dataclasses, pydantic models...) when that says.
 
     Raises ConfigError for an empty or NUL-containing name, an unknown effect, both
     ``args_schema`` and ``json_schema``, a ``json_schema`` that is not an object
@@ -242,6 +245,11 @@ def binding(
         model, var_kw = args_schema, False
     else:
         model, var_kw = _model_from_signature(func, bname)
+    if result_schema is None:
+        from ._annotations import result_schema as schema_of
+        from ._annotations import return_annotation
+
+        result_schema = schema_of(return_annotation(func))
     desc = description if description is not None else inspect.getdoc(func) or ""
     call = type(func).__call__ if not inspect.isroutine(func) else func
     is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(call)
@@ -264,32 +272,107 @@ def _free_model(name: str) -> type[BaseModel]:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+#: the largest integer a JavaScript number holds exactly (Number.MAX_SAFE_INTEGER)
+MAX_SAFE_INTEGER = 2**53 - 1
+#: a run of digits long enough to be an integer past MAX_SAFE_INTEGER (16+ digits)
+_LONG_NUMBER = re.compile(r"\d{16}")
 
 
 def to_json_bytes(value: Any) -> bytes:
-    """A binding's return value as JSON for the guest (NaN and infinities become null,
-    as JSON.stringify would). Raises TypeError/ValueError if it is not JSON data."""
+    """A binding's return value as JSON for the guest.
+
+    JSON data goes as it is (NaN and infinities become null, as JSON.stringify would).
+    Other values are encoded as pydantic's JSON mode encodes them: datetimes, dates,
+    times and timedeltas as ISO 8601 strings, Decimal and UUID as strings, an Enum as
+    its value, bytes as UTF-8 text, sets, frozensets and tuples as arrays, dataclasses
+    and pydantic models as objects, non-string dict keys as strings.
+
+    Raises ValueError for an integer a JavaScript number cannot hold exactly (some past
+    2^53: it would silently become another number in the script), naming where it is;
+    TypeError/ValueError for anything else that has no JSON form.
+    """
     try:
-        text = _ENCODER.encode(value)
-    except ValueError:  # NaN or an infinity somewhere: null them, as JS would
-        text = _ENCODER.encode(_finite(value))
-    except TypeError:  # a pydantic model or a non-str key, perhaps: normalise, retry
-        text = _ENCODER.encode(_finite(value))
+        try:
+            text = _ENCODER.encode(value)
+        except (TypeError, ValueError):  # not plain JSON data: pydantic's JSON mode, retry
+            value = _finite(_jsonable(value))
+            text = _ENCODER.encode(value)
+    except RecursionError:
+        raise ValueError("the result is nested too deeply") from None
+    if _LONG_NUMBER.search(text):
+        _check_safe_integers(value)
     return text.encode("utf-8", "surrogatepass")
 
 
-def _finite(v: Any, depth: int = 0) -> Any:
-    if depth > 500:
-        raise ValueError("the result is nested too deeply")
-    if isinstance(v, float):
-        return v if v == v and v not in (float("inf"), float("-inf")) else None
-    if isinstance(v, dict):
-        return {k if isinstance(k, str) else _key(k): _finite(x, depth + 1) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x, depth + 1) for x in v]
-    if isinstance(v, BaseModel):
-        return _finite(v.model_dump(mode="json"), depth + 1)
-    return v
+def _jsonable(value: Any) -> Any:
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except PydanticSerializationError as exc:
+        raise TypeError(str(exc).strip()) from None
+    except UnicodeDecodeError:
+        raise ValueError(
+            "it holds bytes that are not UTF-8 text (bytes go as UTF-8 text); return them "
+            "base64-encoded instead"
+        ) from None
+
+
+def _finite(v: Any) -> Any:
+    """`v` (JSON-able data) with NaN and infinities as null, walked without recursion."""
+    root: list[Any] = [v]
+    stack: list[tuple[Any, Any, int]] = [(root, 0, 0)]
+    while stack:
+        parent, key, depth = stack.pop()
+        x = parent[key]
+        if isinstance(x, float):
+            if x != x or x in (float("inf"), float("-inf")):
+                parent[key] = None
+        elif isinstance(x, dict):
+            if depth > 1000:
+                raise ValueError("the result is nested too deeply")
+            copy = {k if isinstance(k, str) else _key(k): y for k, y in x.items()}
+            parent[key] = copy
+            stack.extend((copy, k, depth + 1) for k in copy)
+        elif isinstance(x, (list, tuple)):
+            if depth > 1000:
+                raise ValueError("the result is nested too deeply")
+            items = list(x)
+            parent[key] = items
+            stack.extend((items, i, depth + 1) for i in range(len(items)))
+    return root[0]
+
+
+def _check_safe_integers(value: Any) -> None:
+    """Raise ValueError if `value` holds an integer that a JavaScript number (a double)
+    would change, saying where and into what. (2^60 stays itself; 2^53 + 1 does not.)"""
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:
+        x, path = stack.pop()
+        if isinstance(x, int) and not isinstance(x, bool):
+            if abs(x) > MAX_SAFE_INTEGER and _as_double(x) != x:
+                seen = _as_double(x)
+                becomes = f"it would become {seen}" if seen is not None else "it is too large"
+                raise ValueError(
+                    f"{path} is {x}, which a JavaScript number cannot hold exactly ({becomes} "
+                    "past 2^53); the tool should return it as a string"
+                )
+        elif isinstance(x, dict):
+            stack.extend((y, f"{path}.{k}") for k, y in x.items())
+        elif isinstance(x, (list, tuple)):
+            stack.extend((y, f"{path}[{i}]") for i, y in enumerate(x))
+
+
+def _as_double(x: int) -> int | None:
+    """`x` as a JavaScript number holds and prints it (the shortest decimal that reads
+    back as the same double, as JavaScript and Python both print numbers), or None past
+    the largest double."""
+    import decimal
+
+    try:
+        return int(decimal.Decimal(repr(float(x))))
+    except OverflowError:
+        return None
 
 
 def _key(k: Any) -> str:

@@ -37,6 +37,9 @@ from ._pools import background_loop, call_pool
 if TYPE_CHECKING:
     import asyncio
 
+    from ._discovery import Discovery
+    from ._shapes import ResultShapes
+
 #: a sync binding whose calls take less than this runs inline, on the run's own
 #: thread: a pool hop would cost more than the call (and its concurrency buys nothing)
 INLINE_BELOW_S = 100e-6
@@ -71,6 +74,10 @@ class CallSetup:
     approvals: ApprovalMemory
     #: seconds per call of each sync binding (moving average): fast ones run inline
     timing: dict[str, float] = field(default_factory=dict)
+    #: the built-in tools.$describe / tools.$search (after the bindings in `tools`)
+    discovery: Discovery | None = None
+    #: where successful results' shapes are learned (Sandbox(result_shapes=...))
+    shapes: ResultShapes | None = None
 
     def is_fast(self, b: Binding) -> bool:
         t = self.timing.get(b.name)
@@ -185,6 +192,9 @@ class Dispatcher:
         once; a sync binding known to be fast runs right here; anything else is queued.
         Returns what the guest's `call` import returns (see `Guest.answer_now`)."""
         bindings = self.setup.bindings
+        if tool >= len(bindings) and self.setup.discovery is not None:  # never refused/counted
+            answer = self.setup.discovery.answer(tool - len(bindings), data)
+            return self._deliver(call_id, answer, inline=True)
         b = bindings[tool] if 0 <= tool < len(bindings) else None
         if b is None:
             message = _wording.not_granted(f"#{tool}", [x.name for x in bindings])
@@ -532,6 +542,8 @@ class Dispatcher:
                     outcome = "too_large"
                 else:
                     answer, outcome = (Resolve.OK, payload), "ok"
+                    if self.setup.shapes is not None:
+                        self.setup.shapes.observe(b.name, payload)
         with call.lock:
             if not call.recorded:
                 call.recorded = True

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ._audit import AuditLog, AuditSink
 from ._bindings import Binding, binding
 from ._calls import ApprovalMemory, CallSetup
+from ._discovery import DEFAULT_MAX_CHARS, Discovery
 from ._errors import ConfigError
 from ._guest import Guest
 from ._image import StartImage
@@ -18,6 +19,7 @@ from ._policy import Policy
 from ._result import RunResult
 from ._run import FreshGuest, Job
 from ._session import STACK_BYTES, Session, parse_snapshot
+from ._shapes import ResultShapes
 from ._startup import start_image
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ class Sandbox:
             a path (JSON lines), a ``logging.Logger`` or a callable.
         manifest: a binding manifest (``bindings.lock``: a path, or a ``Manifest``
             with the public keys that must have signed it) the bindings must match.
+        result_shapes: learn the shapes of tool results (never their values) for
+            ``describe_tools``: True, or a ``ResultShapes`` to share between Sandboxes.
 
     Raises:
         ConfigError: a binding is invalid or two share a name.
@@ -58,6 +62,7 @@ class Sandbox:
         policy: Policy | None = None,
         audit: AuditLog | AuditSink | None = None,
         manifest: Manifest | str | os.PathLike[str] | None = None,
+        result_shapes: ResultShapes | bool = False,
     ) -> None:
         self.limits = limits if limits is not None else Limits()
         if not isinstance(self.limits, Limits):
@@ -76,13 +81,18 @@ class Sandbox:
             check(granted, manifest)
         self.audit = audit if isinstance(audit, AuditLog) or audit is None else AuditLog(audit)
         self._bindings: tuple[Binding, ...] = tuple(granted)
+        self._shapes = ResultShapes() if result_shapes is True else result_shapes or None
+        discovery = Discovery(self._bindings, self.policy, self._shapes)
         self._names_block = b"".join(n.encode("utf-8", "surrogatepass") + b"\0" for n in names)
+        self._names_block += discovery.names_block  # tools.$describe, tools.$search
         self._setup = CallSetup(
             bindings=self._bindings,
             policy=self.policy,
             limits=self.limits,
             audit=self.audit,
             approvals=ApprovalMemory(),
+            discovery=discovery,
+            shapes=self._shapes,
         )
         #: a sync binding may run inline on the driving thread, where nothing can stop
         #: it: then `run` drives on a package thread and waits at most the deadline
@@ -96,12 +106,20 @@ class Sandbox:
         """The granted bindings, in order."""
         return self._bindings
 
-    def describe_tools(self) -> str:
-        """A TypeScript declaration of the global `tools` (names, argument types, doc
-        comments from descriptions), for a model's prompt or a tool description."""
+    @property
+    def result_shapes(self) -> ResultShapes | None:
+        """The result shapes this Sandbox learns (None unless asked for)."""
+        return self._shapes
+
+    def describe_tools(self, *, max_chars: int | None = DEFAULT_MAX_CHARS) -> str:
+        """A TypeScript declaration of the global `tools` a script may call under the
+        policy (argument and result types, one-line doc comments), for a model's
+        prompt or a tool description. Longer than `max_chars` (None: no limit), it
+        lists names and summaries only, and scripts read the rest with
+        ``tools.$describe("name")`` / ``tools.$search("words")``."""
         from ._describe import describe
 
-        return describe(self._bindings)
+        return describe(self._bindings, self.policy, shapes=self._shapes, max_chars=max_chars)
 
     def _job(self, code: str, loop: Any = None) -> Job:
         host = FreshGuest(self._image, self._store_limit, self.limits.fuel)

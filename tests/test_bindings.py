@@ -132,7 +132,8 @@ def test_tools_object_is_frozen_and_names_need_not_be_identifiers() -> None:
         "'use strict';\nlet e1 = 'no'; try { tools.x = 1 } catch (e) { e1 = e.name }\n"
         "[await tools['weather-now'](), Object.isFrozen(tools), e1, Object.keys(tools)]"
     )
-    assert res.value == ["sunny", True, "TypeError", ["weather-now"]]
+    # the two built-ins for reading declarations come after the granted bindings
+    assert res.value == ["sunny", True, "TypeError", ["weather-now", "$describe", "$search"]]
 
 
 def test_pydantic_schema_and_json_only_results() -> None:

@@ -69,7 +69,7 @@ def test_result_schema_types_the_declaration() -> None:
         result_schema={"type": "object", "properties": {"total": {"type": "number"}}},
     )
     text = Sandbox(bindings=[b]).describe_tools()
-    assert "order_id: string;" in text and "total?: number;" in text
+    assert "order_id: string;" in text and "Promise<{ total?: number }>" in text
 
 
 def test_a_binding_sees_its_call_context_and_deadline() -> None:

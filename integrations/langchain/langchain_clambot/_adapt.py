@@ -23,11 +23,12 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from clambot_tools import Binding, ConfigError, Effect
+from clambot_tools import Binding, ConfigError, Effect, binding
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,8 +129,9 @@ class RunState:
 
 def to_json_data(value: Any, name: str, depth: int = 0) -> Any:
     """A LangChain tool's output as JSON data for the script: messages become their
-    content, pydantic models (documents too) their JSON dump, sets and tuples lists,
-    anything else unknown its ``str()``.
+    content, pydantic models (documents too) their JSON dump, and other values what
+    pydantic's JSON mode makes of them (dates as ISO strings, sets and tuples as lists,
+    dataclasses as objects...); anything it cannot encode becomes its ``str()``.
 
     Raises TypeError for a LangGraph ``Command``, which a script cannot apply.
     """
@@ -153,7 +155,10 @@ def to_json_data(value: Any, name: str, depth: int = 0) -> Any:
         )
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return to_json_data(dataclasses.asdict(value), name, depth + 1)
-    return str(value)
+    try:
+        return to_jsonable_python(value)
+    except (PydanticSerializationError, ValueError):
+        return str(value)
 
 
 def _validation_message(name: str, exc: ValidationError) -> str:
@@ -163,21 +168,6 @@ def _validation_message(name: str, exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(arguments)"
         parts.append(f"{loc}: {err['msg']}")
     return f"invalid arguments for tools.{name}: " + "; ".join(parts)
-
-
-def _schema_model(name: str, schema: dict[str, Any]) -> type[BaseModel]:
-    """A pydantic model with no fields (so ClamBot passes the script's arguments through
-    untouched) whose JSON schema is `schema` (so ``describe_tools`` shows it)."""
-
-    class ToolArgs(BaseModel):
-        model_config = ConfigDict(extra="allow")
-
-        @classmethod
-        def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-            return dict(schema)
-
-    ToolArgs.__name__ = ToolArgs.__qualname__ = f"{name}Args"
-    return ToolArgs
 
 
 def _return_hint(func: Any) -> Any:
@@ -191,41 +181,83 @@ def _return_hint(func: Any) -> Any:
         return inspect.Parameter.empty
 
 
+def _call_schema(tool: BaseTool) -> dict[str, Any]:
+    """The JSON Schema of the arguments the model (and so a script) gives `tool`."""
+    schema_src = tool.tool_call_schema
+    if isinstance(schema_src, dict):
+        return {k: v for k, v in schema_src.items() if k != "description"}
+    if issubclass(schema_src, BaseModel):
+        return schema_src.model_json_schema()
+    return dict(schema_src.schema())  # a pydantic.v1 model
+
+
+def _injected(tool: BaseTool, schema: dict[str, Any]) -> list[str]:
+    """Parameters of `tool` that LangGraph injects (``ToolRuntime``, ``InjectedState``,
+    ``InjectedStore``, ``InjectedToolCallId``, ``InjectedToolArg``) and that have no
+    default: in the tool's input schema but left out of the schema the model sees."""
+    if isinstance(tool.args_schema, dict):
+        return []  # a JSON Schema: nothing is injected
+    try:
+        full = tool.get_input_schema()
+    except Exception:  # noqa: BLE001 - a schema LangChain cannot build: nothing to compare
+        return []
+    fields = getattr(full, "model_fields", None)
+    if not isinstance(fields, dict):
+        return []
+    seen = set(schema.get("properties") or {})
+    return [n for n, f in fields.items() if n not in seen and f.is_required()]
+
+
 @dataclasses.dataclass(frozen=True)
 class ToolSpec:
     """A LangChain tool made ready, once, to be granted to runs as a binding.
+
+    Arguments from a script are checked against the tool's call schema (the one the
+    model sees) by ClamBot's JSON Schema validator before the tool runs, as strictly as
+    a native binding: ``"1042"`` is not a number and unknown keys are refused, where the
+    tool's own pydantic validation would coerce the one and drop the other. The tool's
+    ``invoke`` then validates as it always does (and converts, e.g. ISO dates).
 
     Attributes:
         tool: the tool to invoke (a copy with its error handlers off when the original
             turns errors into output, so a failure reaches the script as an error).
         effects: the binding's effects (``read`` unless the caller said otherwise).
-        args_model: carries the tool's call schema (injected arguments left out).
         returns: the return annotation of the tool's function, if it has one.
         async_only: the tool has no sync implementation.
+        shape: the binding as ``describe_tools`` shows it: name, description,
+            argument schema, effects and result type (its function is never called).
     """
 
     tool: BaseTool
     effects: tuple[Effect, ...]
-    args_model: type[BaseModel]
     returns: Any
     async_only: bool
+    shape: Binding
 
     @classmethod
     def of(cls, tool: BaseTool, effects: Sequence[Effect]) -> ToolSpec:
-        """Prepare `tool`. Raises ConfigError if it is not a LangChain BaseTool."""
+        """Prepare `tool`.
+
+        Raises ConfigError if it is not a LangChain BaseTool, or if it takes an
+        argument LangGraph injects (a ``ToolRuntime``, ``InjectedState``...) with no
+        default: a script cannot supply one.
+        """
         if not isinstance(tool, BaseTool):
             raise ConfigError(
                 f"tools= takes LangChain tools (BaseTool, @tool functions), got "
                 f"{type(tool).__name__}; grant plain Python callables with bindings="
             )
-        schema_src = tool.tool_call_schema
-        schema: dict[str, Any]
-        if isinstance(schema_src, dict):
-            schema = {k: v for k, v in schema_src.items() if k != "description"}
-        elif issubclass(schema_src, BaseModel):
-            schema = schema_src.model_json_schema()
-        else:  # a pydantic.v1 model
-            schema = schema_src.schema()
+        schema = _call_schema(tool)
+        injected = _injected(tool, schema)
+        if injected:
+            raise ConfigError(
+                f"tool {tool.name!r} takes {', '.join(map(repr, injected))}, which LangGraph "
+                "injects (ToolRuntime, InjectedState, InjectedStore, InjectedToolCallId or "
+                "InjectedToolArg) when the model calls the tool itself; a script cannot "
+                "supply it, so it cannot be granted to a script. Give this tool to the "
+                "agent directly (beside the sandbox tool), or grant a version that gets "
+                "what it needs another way (a closure, a default)"
+            )
         target = tool
         if tool.handle_tool_error or tool.handle_validation_error:
             target = tool.model_copy(
@@ -238,7 +270,20 @@ class ToolSpec:
             returns = _return_hint(func or coro)
         # a StructuredTool made from a coroutine only cannot be invoked synchronously
         async_only = func is None and coro is not None
-        return cls(target, tuple(effects), _schema_model(tool.name, schema), returns, async_only)
+
+        def never_called(**kwargs: Any) -> Any:
+            raise NotImplementedError  # pragma: no cover - describe only
+
+        if returns is not inspect.Parameter.empty:
+            never_called.__annotations__ = {"return": returns}
+        shape = binding(
+            never_called,
+            name=tool.name,
+            description=tool.description,
+            json_schema=schema,
+            effects=tuple(effects),
+        )
+        return cls(target, tuple(effects), returns, async_only, shape)
 
     @property
     def name(self) -> str:
@@ -247,21 +292,7 @@ class ToolSpec:
 
     def template(self) -> Binding:
         """The binding as ``describe_tools`` shows it (never called)."""
-
-        def call(**kwargs: Any) -> Any:
-            raise NotImplementedError  # pragma: no cover - describe only
-
-        if self.returns is not inspect.Parameter.empty:
-            call.__annotations__ = {"return": self.returns}
-        return Binding(
-            self.name,
-            call,
-            self.tool.description,
-            self.effects,
-            self.args_model,
-            is_async=False,
-            var_keyword=True,
-        )
+        return self.shape
 
     def bind(self, state: RunState, *, use_async: bool) -> Binding:
         """The binding for one run: it invokes the tool with the run's config.
@@ -291,15 +322,8 @@ class ToolSpec:
             return to_json_data(out, name)
 
         is_async = use_async or self.async_only
-        return Binding(
-            name,
-            acall if is_async else call,
-            tool.description,
-            self.effects,
-            self.args_model,
-            is_async=is_async,
-            var_keyword=True,
-        )
+        # the shape's result_schema (from the tool's return annotation) stays with it
+        return dataclasses.replace(self.shape, func=acall if is_async else call, is_async=is_async)
 
 
 def guard_binding(b: Binding, state: RunState) -> Binding:

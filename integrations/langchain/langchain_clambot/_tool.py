@@ -18,6 +18,7 @@ from clambot_tools import (
     Effect,
     Limits,
     Policy,
+    ResultShapes,
     RunResult,
     Sandbox,
     SnapshotError,
@@ -56,14 +57,7 @@ DEFAULT_NAME = "run_js_sandboxed"
 class SandboxedJSInput(BaseModel):
     """The arguments of SandboxedJSTool: one JavaScript program."""
 
-    code: str = Field(
-        description=(
-            "A JavaScript program (plain JavaScript: not Python, not TypeScript). "
-            "Top-level await is allowed. The value of the last expression is the result "
-            "(no top-level return). Call the granted tools as "
-            "`await tools.name({...})`."
-        )
-    )
+    code: str = Field(description="The JavaScript program; its last expression is the result.")
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,29 +95,26 @@ class SandboxToolError(ToolException):
         self.result = result
 
 
+# What the model must know, in as few tokens as it takes (bench/tokens.py measures it):
+# the language, how the result comes back, await, what is kept, the limits, the tools.
 _ABOUT = (
-    "Run a JavaScript program in a secure sandbox and get back the value of its last "
-    "expression (as JSON) and its console output.\n"
-    "Write plain JavaScript (ES2023): not Python, not TypeScript (no type annotations), "
-    "no import or require, no top-level `return`. Top-level `await` works. The value of "
-    "the last expression is the result, e.g. end the program with `({{count, items}})` "
-    "or `total`. {memory_rule} There is no network, file system or environment{outside}.\n"
-    "Limits per run: {timeout:g} s (tool calls included) and {memory} MiB of memory."
+    "Run a JavaScript program in a sandbox; get its last expression's value (as JSON) "
+    "and console output. Write plain JavaScript, not Python, not TypeScript: no type "
+    "annotations, no import/require, no top-level `return` (end with the value, e.g. "
+    "`({{count, items}})`). Top-level `await` works. {memory_rule} No network, files or "
+    "environment{outside}. Limits: {timeout:g} s per run (tool calls included), "
+    "{memory} MiB."
 )
-_FRESH = "Each run starts fresh: nothing is kept between runs."
+_FRESH = "Each run starts fresh."
 _KEPT = (
-    "Top-level declarations (let, const, function, class) and globals are kept from "
-    "one call of this tool to the next in this conversation: define something once and "
-    "use it in later scripts. Do not declare a kept name again (that is a SyntaxError): "
-    "assign to it instead. A script that fails changes nothing, so send the fixed "
-    "script whole."
+    "Top-level declarations and globals are kept from one call of this tool to the next "
+    "in this conversation: reuse them; assign, never redeclare, a kept name. A failed "
+    "script changes nothing: send the fixed script whole."
 )
 _TOOLS = (
-    "The only way to reach the outside is the global `tools` object: call "
-    "`await tools.name({{...}})` with one object of named arguments, and run independent "
-    "calls at once with `await Promise.all([tools.a({{...}}), tools.b({{...}})])`. A "
-    "failed call throws an Error you can catch. `tools` is declared below in TypeScript "
-    "notation only to show the types; write plain JavaScript.\n\n{declaration}"
+    "Call tools as `await tools.name({{...}})` with one object of named arguments; run "
+    "independent calls together with `Promise.all`; a failed call throws an Error you can "
+    "catch. `tools` is declared in TypeScript notation; write JavaScript.\n\n{declaration}"
 )
 
 
@@ -154,6 +145,11 @@ class SandboxedJSTool(BaseTool):
         policy: which calls are allowed; its ``approve`` may be
             ``langgraph_interrupt_approver()`` to ask a human through LangGraph.
         audit: an ``AuditLog`` getting one record per run and per tool call.
+        result_shapes: learn the shapes of the granted tools' results (never their
+            values) from real calls: True, or a ``ResultShapes`` to share. A tool whose
+            result type is unknown (``-> dict``, no annotation) is then declared with
+            the fields seen so far, and the default description is updated, so the
+            model's next script sees what the last one got back.
         max_value_chars: longest JSON of the value shown to the model (default 4000).
         max_log_chars: longest console output shown to the model (default 2000).
         sessions: keep one JavaScript session per LangGraph thread: what a script
@@ -201,6 +197,8 @@ class SandboxedJSTool(BaseTool):
     _bindings: tuple[Binding, ...] = PrivateAttr(default=())
     _session: SessionApprovals = PrivateAttr(default_factory=SessionApprovals)
     _declaration: str = PrivateAttr(default="")
+    _shapes: ResultShapes | None = PrivateAttr(default=None)
+    _template: Sandbox | None = PrivateAttr(default=None)
     _cache: SessionCache | None = PrivateAttr(default=None)
 
     def __init__(
@@ -212,6 +210,7 @@ class SandboxedJSTool(BaseTool):
         limits: Limits | None = None,
         policy: Policy | None = None,
         audit: AuditLog | None = None,
+        result_shapes: ResultShapes | bool = False,
         **kwargs: Any,
     ) -> None:
         limits = limits if limits is not None else Limits()
@@ -232,13 +231,18 @@ class SandboxedJSTool(BaseTool):
             for t in tool_list
         )
         plain = tuple(binding(b) for b in bindings)
+        shapes = ResultShapes() if result_shapes is True else result_shapes or None
         # The template sandbox checks names, effects and the guest, and describes `tools`.
         template = Sandbox(
-            limits=limits, policy=policy, bindings=[s.template() for s in specs] + list(plain)
+            limits=limits,
+            policy=policy,
+            bindings=[s.template() for s in specs] + list(plain),
+            result_shapes=shapes or False,
         )
         declaration = template.describe_tools() if template.bindings else ""
         sessions = bool(kwargs.get("sessions", False))
-        if "description" not in kwargs:
+        own_description = "description" in kwargs
+        if not own_description:
             kwargs["description"] = _description(limits, declaration, sessions=sessions)
         if sessions:
             if kwargs.get("response_format", "content") != "content":
@@ -257,6 +261,9 @@ class SandboxedJSTool(BaseTool):
         self._specs = specs
         self._bindings = plain
         self._declaration = declaration
+        self._shapes, self._template = shapes, template
+        if shapes is not None:
+            shapes.listen(lambda _name: self._redescribe(own_description))
         if self.sessions:
             self._cache = SessionCache(self.max_live_sessions, self._new_live_session)
 
@@ -273,6 +280,14 @@ class SandboxedJSTool(BaseTool):
     def describe_tools(self) -> str:
         """The TypeScript declaration of the ``tools`` scripts can call ("" for none)."""
         return self._declaration
+
+    def _redescribe(self, own_description: bool) -> None:
+        """Declare `tools` again (a result shape was learned), and update the default
+        description, which the agent reads again at its next model call."""
+        assert self._template is not None
+        self._declaration = self._template.describe_tools() if self._template.bindings else ""
+        if not own_description:
+            self.description = _description(self._limits, self._declaration, sessions=self.sessions)
 
     # -- one run
 
@@ -293,7 +308,13 @@ class SandboxedJSTool(BaseTool):
         policy = self._policy
         if approve is not None:
             policy = dataclasses.replace(policy, approve=approve)
-        return Sandbox(limits=self._limits, bindings=bindings, policy=policy, audit=self._audit)
+        return Sandbox(
+            limits=self._limits,
+            bindings=bindings,
+            policy=policy,
+            audit=self._audit,
+            result_shapes=self._shapes or False,
+        )
 
     def _respond(self, state: RunState, script: str, result: RunResult) -> tuple[str, RunResult]:
         """(content, artifact) for a run that succeeded.
@@ -394,7 +415,13 @@ class SandboxedJSTool(BaseTool):
         policy = self._policy
         if policy.approve is not None:
             policy = dataclasses.replace(policy, approve=relay.approve)
-        sandbox = Sandbox(limits=self._limits, bindings=bindings, policy=policy, audit=self._audit)
+        sandbox = Sandbox(
+            limits=self._limits,
+            bindings=bindings,
+            policy=policy,
+            audit=self._audit,
+            result_shapes=self._shapes or False,
+        )
         return LiveSession(sandbox, relay)
 
     def _session_of(
@@ -555,7 +582,7 @@ def _description(limits: Limits, declaration: str, *, sessions: bool = False) ->
     """The tool's description: what the language is, how results and tools work (and
     what is kept between runs), the limits, then the TypeScript declaration of `tools`
     when any are granted."""
-    outside = " except the tools below" if declaration else ""
+    outside = " but the tools below" if declaration else ""
     text = _ABOUT.format(
         outside=outside,
         timeout=limits.timeout_s,

@@ -271,7 +271,7 @@ def test_tools_keep_name_description_and_schema(granted: SandboxedJSTool) -> Non
     decl = granted.describe_tools()
     assert "/** Manhattan norm of a point, scaled. */" in decl
     assert "norm1(args: {" in decl and "x: number;" in decl and "Promise<number>" in decl
-    assert '"lookup-json"(args: {' in decl and "key: string;" in decl
+    assert '"lookup-json"(args: { key: string }): Promise<unknown>;' in decl
     assert decl in granted.description
     desc = granted.description
     assert "JavaScript" in desc and "not Python, not TypeScript" in desc

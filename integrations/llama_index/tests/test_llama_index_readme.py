@@ -34,6 +34,9 @@ def test_readme_policy_and_short_description_examples_run() -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(blocks[0], str(README), "exec"), scope)
     exec(compile(blocks[2], str(README), "exec"), scope)
+    from llama_index.core.llms.mock import MockFunctionCallingLLM
+
+    scope["llm"] = MockFunctionCallingLLM()
     exec(compile(blocks[3], str(README), "exec"), scope)
     spec = scope["spec"]
     run = spec.run_js_sandboxed  # type: ignore[attr-defined]
@@ -41,7 +44,6 @@ def test_readme_policy_and_short_description_examples_run() -> None:
     assert run("await tools.refund({order_id: 'A', amount_eur: 90})").error.kind == (
         "binding_denied"
     )
-    tools = scope["tools"]
-    assert isinstance(tools, list) and len(tools) == 1
-    assert tools[0].metadata.description.startswith("Run JavaScript (not Python)")
-    assert "refund(args: {" in str(scope["system_prompt"])
+    agent = scope["agent"]
+    assert "refund(args: {" in str(agent.system_prompt)  # type: ignore[attr-defined]
+    assert len(agent.tools[0].metadata.description) <= 1024  # type: ignore[attr-defined]

@@ -59,13 +59,16 @@ def test_to_tool_list_gives_one_function_tool_that_says_javascript(
     assert meta.name == "run_js_sandboxed"
     assert meta.fn_schema is RunJsSandboxedArgs
     assert meta.get_parameters_dict()["required"] == ["code"]
-    assert meta.description.startswith("Run a JavaScript program (JavaScript, not Python)")
+    assert meta.description.startswith("Run a JavaScript program (JavaScript, not Python")
     assert weather_spec.describe_tools() in meta.description
-    # the granted tool, with its description and result type
-    assert "Current weather for a city." in meta.description
-    assert "get_weather(args: {\n    city: string;\n  }): Promise<{" in meta.description
-    assert "temp_c: number;" in meta.description
+    # the granted tool, with its description (not its Python signature) and result type
+    assert "/** Current weather for a city. */" in meta.description
+    assert "get_weather(args: { city: string }): Promise<{ city: string; temp_c: number }>;" in (
+        meta.description
+    )
     assert "5 s, 64 MiB" in meta.description
+    assert len(meta.description) <= 1024
+    meta.to_openai_tool()  # within OpenAI's limit: no ValueError
 
 
 def test_description_follows_the_limits_and_says_when_nothing_is_granted() -> None:
@@ -272,7 +275,7 @@ def test_a_denied_call_says_so() -> None:
     out = the_tool(spec).call(code="await tools.refund({order_id: 'A'})")
     assert out.raw_output.error.kind == "binding_denied"
     assert "the same call will be refused again" in out.content
-    assert "(effects: write)" in spec.describe_tools()
+    assert "refund" not in spec.describe_tools()  # what the policy refuses is not declared
 
 
 def test_long_values_messages_and_logs_are_capped_with_a_marker() -> None:
@@ -374,9 +377,7 @@ def test_pydantic_results_and_arguments_cross_as_json() -> None:
     assert out.raw_output.value == [{"city": "Rome", "temp_c": 21.5}]
     # as an agent would pass them: the nested model arrives as a plain dict
     assert received == [({"city": "Rome", "min_temp": 0.0}, 3)]
-    assert "Promise<Array<{\n    city: string;\n    temp_c: number;\n  }>>" in (
-        spec.describe_tools()
-    )
+    assert "Promise<{ city: string; temp_c: number }[]>" in spec.describe_tools()
 
 
 def test_non_json_outputs_reach_the_script_as_their_text() -> None:
@@ -387,9 +388,7 @@ def test_non_json_outputs_reach_the_script_as_their_text() -> None:
     spec = ClamBotToolSpec([FunctionTool.from_defaults(fetch_doc)])
     out = the_tool(spec).call(code="await tools.fetch_doc({doc_id: 'd1'})")
     assert out.raw_output.value == "the text of d1"
-    assert "fetch_doc(args: {\n    doc_id: string;\n  }): Promise<unknown>" in (
-        spec.describe_tools()
-    )
+    assert "fetch_doc(args: { doc_id: string }): Promise<unknown>" in spec.describe_tools()
 
 
 def test_tool_failures_reject_in_the_script() -> None:

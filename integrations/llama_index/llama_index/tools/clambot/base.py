@@ -7,11 +7,16 @@ LlamaIndex tools among them, called from the script as ``await tools.<name>({...
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
+import enum
 import inspect
 import logging
 import os
 import types
 import typing
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +27,7 @@ from clambot_tools import (
     Effect,
     Limits,
     Policy,
+    ResultShapes,
     RunResult,
     Sandbox,
     binding,
@@ -37,6 +43,18 @@ from .formatting import DEFAULT_MAX_CHARS, format_run_result, strip_code_fences
 
 #: the name of the tool `ClamBotToolSpec.to_tool_list` returns
 TOOL_NAME = "run_js_sandboxed"
+#: the longest tool description OpenAI's function calling takes, which LlamaIndex's
+#: ``ToolMetadata.to_openai_tool()`` enforces: the default description fits in it
+DESCRIPTION_LIMIT = 1024
+#: values the core encodes as pydantic's JSON mode does (see ``clambot_tools.binding``)
+_ENCODED_LEAVES: tuple[type, ...] = (
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    uuid.UUID,
+    enum.Enum,
+)
 _SPEC_FUNCTIONS: tuple[str, str] = ("run_js_sandboxed", "arun_js_sandboxed")
 
 Grantable = BaseTool | Binding | Callable[..., Any]
@@ -75,14 +93,21 @@ def _plain(value: Any) -> Any:
 
 
 def _is_json_data(value: Any, depth: int = 0) -> bool:
+    """Whether `value` reaches a script as itself: JSON data, or values the sandbox
+    encodes as pydantic's JSON mode does (models other than nodes, dataclasses, dates,
+    decimals, UUIDs, enums, sets)."""
     if depth > 100:
         return False
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, float, str, *_ENCODED_LEAVES)):
         return True
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return all(_is_json_data(v, depth + 1) for v in value)
     if isinstance(value, dict):
         return all(isinstance(k, str) and _is_json_data(v, depth + 1) for k, v in value.items())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(
+            _is_json_data(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)
+        )
     return isinstance(value, BaseModel) and not isinstance(value, BaseNode)
 
 
@@ -98,11 +123,13 @@ def _script_value(output: ToolOutput) -> Any:
     return output.content
 
 
-_JSON_LEAVES: tuple[Any, ...] = (None, type(None), bool, int, float, str, Any)
+_JSON_LEAVES: tuple[Any, ...] = (None, type(None), bool, int, float, str, Any, *_ENCODED_LEAVES)
 _JSON_ORIGINS: frozenset[Any] = frozenset(
     {
         list,
         tuple,
+        set,
+        frozenset,
         dict,
         typing.Union,
         types.UnionType,
@@ -134,8 +161,16 @@ def _json_typed(ann: Any, depth: int = 0) -> bool:
     if isinstance(ann, type):
         if issubclass(ann, BaseModel):
             return not issubclass(ann, BaseNode)
-        return typing.is_typeddict(ann) or ann in (list, dict, tuple)
+        if issubclass(ann, _ENCODED_LEAVES) or dataclasses.is_dataclass(ann):
+            return True
+        return _is_typeddict(ann) or ann in (list, dict, tuple, set, frozenset)
     return False
+
+
+def _is_typeddict(ann: Any) -> bool:
+    import typing_extensions
+
+    return typing.is_typeddict(ann) or typing_extensions.is_typeddict(ann)
 
 
 def _result_annotation(tool: BaseTool) -> Any:
@@ -164,6 +199,17 @@ def _needs_context(tool: BaseTool) -> bool:
     except Exception:  # noqa: BLE001 - unresolvable annotations: trust FunctionTool
         return False
     return any(h is Context or typing.get_origin(h) is Context for h in hints.values())
+
+
+def _without_signature(meta: ToolMetadata) -> str:
+    """The tool's description without the Python signature ``FunctionTool.from_defaults``
+    puts on its first line (``name(a: int) -> X``): the declaration says it in
+    TypeScript."""
+    text = meta.description
+    first, sep, rest = text.partition("\n")
+    if sep and meta.name and first.startswith(f"{meta.name}(") and ")" in first:
+        return rest.strip()
+    return text
 
 
 def binding_from_tool(
@@ -199,7 +245,7 @@ def binding_from_tool(
     if _needs_context(tool):
         raise ConfigError(f"tool {bname!r} takes a workflow Context, which a script cannot supply")
     schema = meta.fn_schema if meta.fn_schema is not None else DefaultToolFnSchema
-    desc = description if description is not None else meta.description
+    desc = description if description is not None else _without_signature(meta)
     func: Callable[..., Any]
     if isinstance(tool, FunctionTool) and not inspect.iscoroutinefunction(tool.real_fn):
         function_tool = tool
@@ -257,12 +303,34 @@ class ClamBotTool(FunctionTool):
     call had no ``code`` string), so an agent sees the error and can repair its script.
     """
 
-    def __init__(self, spec: ClamBotToolSpec, metadata: ToolMetadata) -> None:
-        """Build the tool over `spec`'s sandbox; `metadata` gives its name and description."""
+    def __init__(
+        self, spec: ClamBotToolSpec, metadata: ToolMetadata, *, own_description: bool = True
+    ) -> None:
+        """Build the tool over `spec`'s sandbox; `metadata` gives its name and description.
+        With `own_description` False the description is the spec's `tool_description`,
+        kept up to date as the sandbox learns result shapes."""
         super().__init__(
             fn=spec.run_js_sandboxed, async_fn=spec.arun_js_sandboxed, metadata=metadata
         )
         self.spec = spec
+        self._follows_spec = not own_description
+        shapes = spec.sandbox.result_shapes
+        self._shapes_version = shapes.version if shapes is not None else 0
+
+    @property
+    def metadata(self) -> ToolMetadata:
+        """The tool's metadata; its default description declares the result shapes
+        learned so far (agents read it again at each model call)."""
+        shapes = self.spec.sandbox.result_shapes
+        if self._follows_spec and shapes is not None and shapes.version != self._shapes_version:
+            self._shapes_version = shapes.version
+            self._metadata = ToolMetadata(
+                name=self._metadata.name,
+                description=self.spec.tool_description,
+                fn_schema=self._metadata.fn_schema,
+                return_direct=self._metadata.return_direct,
+            )
+        return self._metadata
 
     def _bad_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ToolOutput:
         name = self.metadata.get_name()
@@ -326,9 +394,12 @@ class ClamBotToolSpec(BaseToolSpec):
         limits: the sandbox's limits (default ``Limits()``: 5 s, 64 MiB...).
         policy: the sandbox's policy (allow-list, denied effects, approval...).
         audit: where the sandbox writes its audit records (see ``Sandbox``).
-        sandbox: a ready ``Sandbox`` to use instead; then `tools`, `limits`, `policy`
-            and `audit` must be left out.
+        sandbox: a ready ``Sandbox`` to use instead; then `tools`, `limits`, `policy`,
+            `audit` and `result_shapes` must be left out.
         max_output_chars: about how long the text a run becomes may be.
+        result_shapes: learn the shapes of the tools' results (never their values) from
+            real calls (True, or a ``ResultShapes`` to share), for tools whose result
+            type is unknown.
 
     Raises:
         ConfigError: `sandbox` given together with other sandbox settings; a tool that
@@ -345,17 +416,27 @@ class ClamBotToolSpec(BaseToolSpec):
         audit: AuditTarget | None = None,
         sandbox: Sandbox | None = None,
         max_output_chars: int = DEFAULT_MAX_CHARS,
+        result_shapes: ResultShapes | bool = False,
     ) -> None:
         """Build the sandbox (or take `sandbox`); see the class doc for the arguments."""
         granted = [_as_binding(t) for t in tools]
         if sandbox is not None:
-            if granted or limits is not None or policy is not None or audit is not None:
-                raise ConfigError("pass either sandbox= or tools/limits/policy/audit, not both")
+            others = (limits, policy, audit)
+            if granted or any(x is not None for x in others) or result_shapes is not False:
+                raise ConfigError(
+                    "pass either sandbox= or tools/limits/policy/audit/result_shapes, not both"
+                )
             if not isinstance(sandbox, Sandbox):
                 raise ConfigError("sandbox must be a clambot_tools.Sandbox")
             self._sandbox = sandbox
         else:
-            self._sandbox = Sandbox(bindings=granted, limits=limits, policy=policy, audit=audit)
+            self._sandbox = Sandbox(
+                bindings=granted,
+                limits=limits,
+                policy=policy,
+                audit=audit,
+                result_shapes=result_shapes,
+            )
         self.max_output_chars = max_output_chars
         self.spec_functions: list[SPEC_FUNCTION_TYPE] = [_SPEC_FUNCTIONS]
 
@@ -365,39 +446,43 @@ class ClamBotToolSpec(BaseToolSpec):
         return self._sandbox
 
     def describe_tools(self) -> str:
-        """The TypeScript declaration of the `tools` object scripts see."""
-        return self._sandbox.describe_tools()
+        """The whole TypeScript declaration of the `tools` object scripts see (only the
+        tools the policy lets them call)."""
+        return self._sandbox.describe_tools(max_chars=None)
 
     @property
     def tool_description(self) -> str:
-        """The description of `run_js_sandboxed`: what it runs (JavaScript), how to use
-        the granted tools, the limits, and the declaration of `tools`."""
+        """The description of `run_js_sandboxed`, at most 1,024 characters (OpenAI's
+        limit, which ``ToolMetadata.to_openai_tool()`` enforces): what it runs
+        (JavaScript), how results and tools work, the limits, and the declaration of
+        `tools`: whole when it fits, else names and summaries (then names only), with
+        ``tools.$describe``/``tools.$search`` for the rest. `system_prompt()` gives the
+        whole declaration for a system prompt instead."""
         lim = self._sandbox.limits
         has_tools = bool(self._sandbox.bindings)
         lines = [
-            "Run a JavaScript program (JavaScript, not Python) in an isolated sandbox and get "
-            "back the value of its last expression and its console output.",
-            "- Plain modern JavaScript with top-level await. No require/import, fetch, "
-            "network, files or process.",
-            "- End the script with the expression to return (a top-level `return` is a "
-            "syntax error); the value comes back as JSON.",
+            "Run a JavaScript program (JavaScript, not Python, not TypeScript) in a sandbox; "
+            "get its last expression's value and console output.",
+            "- End with the value (no top-level return); top-level await works; no "
+            "require/import, network or files.",
+            "- Tools are async: `await tools.name({...})`; run independent calls with Promise.all."
+            if has_tools
+            else "- No tools are granted: the script can only compute.",
+            f"- Each run starts fresh. Limits: {lim.timeout_s:g} s, {lim.memory_mb} MiB.",
         ]
-        if has_tools:
-            lines.append(
-                "- The only way out is the `tools` object declared below. Every call is "
-                "async: `const r = await tools.name({...})`; run independent calls together "
-                "with Promise.all."
-            )
-        else:
-            lines.append("- No tools are granted: the script can only compute.")
-        lines.append(
-            f"- Each run starts from scratch (nothing is kept between runs); limits: "
-            f"{lim.timeout_s:g} s, {lim.memory_mb} MiB."
-        )
         text = "\n".join(lines)
         if has_tools:
-            text += "\n\n" + self.describe_tools()
+            room = DESCRIPTION_LIMIT - len(text) - 2
+            text += "\n\n" + self._sandbox.describe_tools(max_chars=room)
         return text
+
+    def system_prompt(self) -> str:
+        """A paragraph for an agent's system prompt: the whole declaration of the tools
+        scripts can call (the tool description may carry only their names)."""
+        return (
+            f"Scripts you run with {TOOL_NAME} can call these tools (TypeScript notation; "
+            "write JavaScript):\n" + self.describe_tools()
+        )
 
     def format_result(self, result: RunResult, code: str | None = None) -> str:
         """The text `result` becomes for the model (see `format_run_result`); `code` is
@@ -443,11 +528,8 @@ class ClamBotToolSpec(BaseToolSpec):
             if not set(names) <= set(_SPEC_FUNCTIONS):
                 raise ValueError(f"ClamBotToolSpec has only {list(_SPEC_FUNCTIONS)}, not {spec!r}")
         mapping = func_to_metadata_mapping or {}
-        metadata = (
-            mapping.get(TOOL_NAME)
-            or mapping.get("arun_js_sandboxed")
-            or ToolMetadata(
-                name=TOOL_NAME, description=self.tool_description, fn_schema=RunJsSandboxedArgs
-            )
+        given = mapping.get(TOOL_NAME) or mapping.get("arun_js_sandboxed")
+        metadata = given or ToolMetadata(
+            name=TOOL_NAME, description=self.tool_description, fn_schema=RunJsSandboxedArgs
         )
-        return [ClamBotTool(self, metadata)]
+        return [ClamBotTool(self, metadata, own_description=given is not None)]
