@@ -109,7 +109,7 @@ def test_a_misspelt_tool_is_named_with_the_nearest_granted_one() -> None:
     assert err is not None and err.kind == "runtime"
     assert err.message == (
         "tools.get_orders is not a granted tool (did you mean get_order?); "
-        "granted: get_order, refund"
+        "granted: get_order, refund, $describe, $search"
     )
     assert err.line == 2
     # feature checks and optional calls keep plain JavaScript semantics

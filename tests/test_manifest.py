@@ -80,7 +80,7 @@ def test_a_lock_is_canonical_and_reviewable(locked: tuple[list[Binding], Path]) 
     refund = data["bindings"]["refund"]
     assert refund["effects"] == ["write"]
     assert refund["arguments_schema"]["required"] == ["order_id", "amount_eur"]
-    assert refund["result_schema"] == {"additionalProperties": True, "type": "object"}
+    assert refund["result_schema"] == {"type": "object"}
     assert refund["code"]["function"] == "tools_v1:refund" and refund["code"]["of"] == "source"
 
 

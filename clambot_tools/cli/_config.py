@@ -13,6 +13,7 @@ write = false
 
 [http]                    # clambot_tools.stdlib.http.bindings
 allow_hosts = ["api.example.com"]
+# verify = "corp-ca.pem"    # a CA bundle to trust instead of the default ones
 [http.secrets."api.example.com"]
 Authorization = { env = "API_TOKEN", prefix = "Bearer " }   # never in the file itself
 
@@ -109,6 +110,8 @@ class HttpSection(_Section):
     max_redirects: int | None = None
     allow_private: bool | None = None
     prefix: str | None = None
+    #: a CA bundle (PEM file) servers are verified with, instead of the default ones
+    verify: str | None = None
 
 
 class SqlSection(_Section):
@@ -237,7 +240,9 @@ def build_bindings(cfg: Config) -> list[Binding]:
         secrets = s.http.secrets or {}
         real = {h: {k: _secret(v) for k, v in hs.items()} for h, hs in secrets.items()}
         shown = {h: {k: _secret_origin(v) for k, v in hs.items()} for h, hs in secrets.items()}
-        kwargs = {**s.http.given(skip=("secrets",)), "secrets": real}
+        kwargs = {**s.http.given(skip=("secrets", "verify")), "secrets": real}
+        if s.http.verify is not None:
+            kwargs["verify"] = _ca_context(cfg.rel(s.http.verify))
         bindings += _stdlib(http.bindings, "http", kwargs, {"secrets": shown})
     if s.sql is not None:
         from ..stdlib import sql
@@ -245,6 +250,18 @@ def build_bindings(cfg: Config) -> list[Binding]:
         kwargs = {**s.sql.given(skip=("database",)), "db_path": cfg.rel(s.sql.database)}
         bindings += _stdlib(sql.bindings, "sql", kwargs, {"db_path": s.sql.database})
     return bindings
+
+
+def _ca_context(path: Path) -> Any:
+    """A TLS context that trusts the CA bundle at `path`.
+
+    Raises ConfigError if it cannot be read."""
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[http] verify: cannot load the CA bundle {path}: {exc}") from None
 
 
 def build(cfg: Config, approve: Approver | None = None) -> dict[str, Any]:
