@@ -27,6 +27,7 @@ from ._policy import Approval, ApprovalRequest, Approver, Policy
 from ._result import LogEntry, RunError, RunResult, RunStats
 from ._sandbox import Sandbox
 from ._session import Session
+from ._snapshot import local_snapshot_key
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -61,4 +62,5 @@ __all__ = [
     "TransientError",
     "binding",
     "current_call",
+    "local_snapshot_key",
 ]

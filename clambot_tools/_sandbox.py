@@ -17,6 +17,7 @@ from ._policy import Policy
 from ._result import RunResult
 from ._run import FreshGuest, Job
 from ._session import STACK_BYTES, Session, parse_snapshot
+from ._snapshot import check_key
 from ._startup import start_image
 
 
@@ -37,9 +38,12 @@ class Sandbox:
             writes refused unless approved).
         audit: where to write one record per run and per tool call: an ``AuditLog``,
             a path (JSON lines), a ``logging.Logger`` or a callable.
+        snapshot_key: an HMAC-SHA256 key (bytes, or a str taken as UTF-8; at least 16
+            bytes) that session snapshots are signed with; ``restore`` then refuses a
+            snapshot without its signature.
 
     Raises:
-        ConfigError: a binding is invalid or two share a name.
+        ConfigError: a binding is invalid or two share a name, or the key is too short.
         GuestUnavailableError: the compiled guest is missing or does not load.
     """
 
@@ -50,7 +54,9 @@ class Sandbox:
         bindings: Iterable[Binding | Any] = (),
         policy: Policy | None = None,
         audit: AuditLog | AuditSink | None = None,
+        snapshot_key: bytes | str | None = None,
     ) -> None:
+        self._snapshot_key = check_key(snapshot_key)
         self.limits = limits if limits is not None else Limits()
         if not isinstance(self.limits, Limits):
             raise ConfigError("limits must be a clambot_tools.Limits")
@@ -127,7 +133,9 @@ class Sandbox:
         """A session restored from `Session.snapshot()` bytes (this or another process).
 
         Raises SnapshotError if the bytes are not a snapshot, are damaged, come from
-        another guest build or format, or were made with other bindings.
+        another guest build or format, were made with other bindings, need more memory
+        than this Sandbox's limits, or are not signed with this Sandbox's snapshot_key
+        (or are signed while it has none).
         """
         return Session(self, parse_snapshot(self, snapshot))
 
