@@ -368,7 +368,8 @@ def unpack(
         ):
             raise SnapshotError(
                 "the snapshot's signature does not match this Sandbox's snapshot_key: it "
-                "was made with another key, or changed since"
+                "was made with another key (every process that restores a snapshot needs "
+                "the key it was made with), or changed since"
             )
     if size < skip or size % WASM_PAGE:
         raise SnapshotError("the snapshot's header is damaged (memory size)")

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from clambot_tools import (
     Sandbox,
     SnapshotError,
     binding,
+    local_snapshot_key,
 )
 from langchain_core.callbacks import (
     AsyncCallbackManagerForToolRun,
@@ -171,13 +173,20 @@ class SandboxedJSTool(BaseTool):
             ``"error"`` (the default) fails the call with a tool error saying so;
             ``"reset"`` runs the script in a new, empty session and tells the model
             that earlier definitions are gone.
+        snapshot_key: the HMAC-SHA256 key (bytes, at least 16) the sessions' snapshots
+            in the graph state are signed with; a snapshot without its signature (one
+            edited in the checkpoint store, say) is refused before it is read. Every
+            worker resuming the same threads needs the same key. Default: this user's
+            ``clambot_tools.local_snapshot_key()`` (the same for every process of the
+            user on this machine).
         **kwargs: any other BaseTool field (name, description, callbacks, tags,
             metadata, handle_tool_error...).
 
     Raises:
         ConfigError: a tool is not a LangChain tool, two tools or bindings share a
             name, ``effects`` names a tool that is not granted, or a limit or policy is
-            invalid, or ``sessions=True`` with ``response_format="content_and_artifact"``.
+            invalid, or ``sessions=True`` with ``response_format="content_and_artifact"``,
+            or ``snapshot_key`` is too short.
         GuestUnavailableError: ClamBot's compiled guest is missing.
         ImportError: ``sessions=True`` without LangGraph installed.
     """
@@ -202,6 +211,7 @@ class SandboxedJSTool(BaseTool):
     _session: SessionApprovals = PrivateAttr(default_factory=SessionApprovals)
     _declaration: str = PrivateAttr(default="")
     _cache: SessionCache | None = PrivateAttr(default=None)
+    _snapshot_key: bytes | str | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -212,6 +222,7 @@ class SandboxedJSTool(BaseTool):
         limits: Limits | None = None,
         policy: Policy | None = None,
         audit: AuditLog | None = None,
+        snapshot_key: bytes | str | None = None,
         **kwargs: Any,
     ) -> None:
         limits = limits if limits is not None else Limits()
@@ -234,7 +245,10 @@ class SandboxedJSTool(BaseTool):
         plain = tuple(binding(b) for b in bindings)
         # The template sandbox checks names, effects and the guest, and describes `tools`.
         template = Sandbox(
-            limits=limits, policy=policy, bindings=[s.template() for s in specs] + list(plain)
+            limits=limits,
+            policy=policy,
+            bindings=[s.template() for s in specs] + list(plain),
+            snapshot_key=snapshot_key,
         )
         declaration = template.describe_tools() if template.bindings else ""
         sessions = bool(kwargs.get("sessions", False))
@@ -258,6 +272,7 @@ class SandboxedJSTool(BaseTool):
         self._bindings = plain
         self._declaration = declaration
         if self.sessions:
+            self._snapshot_key = snapshot_key if snapshot_key is not None else _local_key()
             self._cache = SessionCache(self.max_live_sessions, self._new_live_session)
 
     @property
@@ -394,7 +409,13 @@ class SandboxedJSTool(BaseTool):
         policy = self._policy
         if policy.approve is not None:
             policy = dataclasses.replace(policy, approve=relay.approve)
-        sandbox = Sandbox(limits=self._limits, bindings=bindings, policy=policy, audit=self._audit)
+        sandbox = Sandbox(
+            limits=self._limits,
+            bindings=bindings,
+            policy=policy,
+            audit=self._audit,
+            snapshot_key=self._snapshot_key,
+        )
         return LiveSession(sandbox, relay)
 
     def _session_of(
@@ -565,3 +586,17 @@ def _description(limits: Limits, declaration: str, *, sessions: bool = False) ->
     if declaration:
         text += "\n" + _TOOLS.format(declaration=declaration)
     return text
+
+
+def _local_key() -> bytes:
+    """This user's local snapshot key; without a private cache directory to keep it
+    in, a key of this process only (its sessions then restore only here)."""
+    try:
+        return local_snapshot_key()
+    except ConfigError as exc:
+        logger.warning(
+            "%s; session snapshots are signed with a key of this process only, so no "
+            "other process can restore them: pass SandboxedJSTool(snapshot_key=...)",
+            exc,
+        )
+        return os.urandom(32)
