@@ -31,7 +31,7 @@ import wasmtime
 
 from ._errors import GuestUnavailableError
 from ._once import Registry
-from ._wasm import WASMTIME_VERSION, configure_engine
+from ._wasm import WASMTIME_VERSION, configure_engine, deserialize_module
 
 #: Wasm code may use this much of the native (thread) stack. JS recursion mostly lives
 #: here; QuickJS's own limit (on the C stack in linear memory) is set to trip first.
@@ -236,9 +236,8 @@ def _load_cached(engine: wasmtime.Engine, path: Path, key: bytes) -> wasmtime.Mo
         expected = _cache_mac(key, path.name, view[head:])
     if not hmac.compare_digest(mac, expected):
         return None
-    del data[:head]  # drops the head in place (no copy of the payload)
     try:
-        return wasmtime.Module.deserialize(engine, data)
+        return deserialize_module(engine, data, head)
     except Exception:  # noqa: BLE001 - any refusal means "compile again"
         return None
 

@@ -154,6 +154,18 @@ def test_an_unusable_key_file_is_replaced(cache: Path, tmp_path: Path, damage: s
     assert secret.read_bytes() != old and st.st_size == 32
 
 
+def test_a_module_wasmtime_refuses_is_rebuilt(cache: Path) -> None:
+    """A file with a right MAC whose payload Wasmtime will not take (made by another
+    Wasmtime build, say) is rebuilt too."""
+    path, produced = _compile_into(cache, b"k-refused")
+    key = _engine.local_secret(cache, b"module-cache")
+    assert key is not None
+    payload = b"not a compiled module" * 100
+    path.write_bytes(_engine._CACHE_MAGIC + _engine._cache_mac(key, path.name, payload) + payload)
+    assert _answer(_again(b"k-refused", produced)) == 42
+    assert produced == [1]
+
+
 def test_loose_directory_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     loose = tmp_path / "shared"
     loose.mkdir()
