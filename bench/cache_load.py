@@ -52,7 +52,7 @@ for _ in range(N_RUNS):
     sb.run('1+1')
     runs.append(time.perf_counter() - t)
 runs.sort()
-print(t1 - t0, t2 - t1, runs[len(runs) // 2])
+print(t1 - t0, t2 - t1, runs[len(runs) // 2] if runs else 0)
 """
 
 #: the same, with the cache's load replaced by the mmapped one of the version before
@@ -81,35 +81,38 @@ for _ in range(N_RUNS):
     sb.run('1+1')
     runs.append(time.perf_counter() - t)
 runs.sort()
-print(t1 - t0, t2 - t1, runs[len(runs) // 2])
+print(t1 - t0, t2 - t1, runs[len(runs) // 2] if runs else 0)
 """
 
 
 def spawn(
-    snippet: str, reps: int, env: dict[str, str], *args: str
-) -> tuple[float, float, float, float]:
-    """Medians (ms) of (whole process, import + Sandbox(), first run, later runs) over
-    `reps` new processes; one more first, not counted, warms every cache."""
-    snippet = snippet.replace("N_RUNS", str(N_RUNS))
-    whole, start, first, later = [], [], [], []
+    snippet: str, reps: int, env: dict[str, str], *args: str, runs: int = 0
+) -> dict[str, float]:
+    """Medians (ms) over `reps` new processes of: the whole process (wall, and CPU from
+    its rusage), import + Sandbox(), the first run, and (with `runs`) the median of
+    that many runs after it. One more process first, not counted, warms every cache."""
+    snippet = snippet.replace("N_RUNS", str(runs))
+    rows: dict[str, list[float]] = {"wall": [], "cpu": [], "start": [], "first": [], "later": []}
     for i in range(reps + 1):
         t0 = time.perf_counter()
-        out = subprocess.run(
-            [sys.executable, "-c", snippet, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-            check=True,
+        proc = subprocess.Popen(
+            [sys.executable, "-c", snippet, *args], stdout=subprocess.PIPE, text=True, env=env
         )
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
         dt = time.perf_counter() - t0
+        if proc.returncode:
+            raise SystemExit(f"the snippet failed: exit {proc.returncode}")
         if i:
-            a, b, c = (float(x) for x in out.stdout.split())
-            whole.append(dt * 1000)
-            start.append(a * 1000)
-            first.append(b * 1000)
-            later.append(c * 1000)
-    return tuple(statistics.median(x) for x in (whole, start, first, later))  # type: ignore[return-value]
+            a, b, c = (float(x) for x in out.split())
+            rows["wall"].append(dt * 1000)
+            rows["cpu"].append((usage.ru_utime + usage.ru_stime) * 1000)
+            rows["start"].append(a * 1000)
+            rows["first"].append(b * 1000)
+            rows["later"].append(c * 1000)
+    return {k: statistics.median(v) for k, v in rows.items()}
 
 
 def main() -> None:
@@ -158,35 +161,40 @@ def main() -> None:
         print("| step (median) | mmapped + sha256 (before) | in memory + HMAC (now) |")
         print("|---|---|---|")
         for f in files:
-            before, now = [], []
+            before, now, before_cpu, now_cpu = [], [], [], []
             for _ in range(args.reps * 3):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 data = (plain / f.name).read_bytes()
                 hashlib.sha256(data).hexdigest()
                 m1 = wasmtime.Module.deserialize_file(engine, str(plain / f.name))
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.thread_time()
                 m2 = _engine._load_cached(engine, f, key)
-                t2 = time.perf_counter()
+                t2, c2 = time.perf_counter(), time.thread_time()
                 assert m1 is not None and m2 is not None
                 before.append((t1 - t0) * 1000)
                 now.append((t2 - t1) * 1000)
+                before_cpu.append((c1 - c0) * 1000)
+                now_cpu.append((c2 - c1) * 1000)
             size = f.stat().st_size / 2**20
             print(
-                f"| load one cached module ({size:.1f} MiB) | {statistics.median(before):.2f} ms "
-                f"| {statistics.median(now):.2f} ms |"
+                f"| load one cached module ({size:.1f} MiB): wall / CPU | "
+                f"{statistics.median(before):.2f} / {statistics.median(before_cpu):.2f} ms | "
+                f"{statistics.median(now):.2f} / {statistics.median(now_cpu):.2f} ms |"
             )
 
-        b_whole, b_start, b_first, b_later = spawn(SNIPPET_BEFORE, args.reps, env, str(plain))
-        n_whole, n_start, n_first, n_later = spawn(SNIPPET_NOW, args.reps, env)
-        print(f"| new process: import + `Sandbox()` | {b_start:.1f} ms | {n_start:.1f} ms |")
-        print(f"| new process: its first `1+1` | {b_first:.2f} ms | {n_first:.2f} ms |")
+        b = spawn(SNIPPET_BEFORE, args.reps, env, str(plain))
+        n = spawn(SNIPPET_NOW, args.reps, env)
+        b_runs = spawn(SNIPPET_BEFORE, max(3, args.reps // 3), env, str(plain), runs=N_RUNS)
+        n_runs = spawn(SNIPPET_NOW, max(3, args.reps // 3), env, runs=N_RUNS)
+        print(f"| new process: import + `Sandbox()` | {b['start']:.1f} ms | {n['start']:.1f} ms |")
+        print(f"| new process: its first `1+1` | {b['first']:.2f} ms | {n['first']:.2f} ms |")
         print(
-            f"| new process: fresh `1+1` after that (median of {N_RUNS}) | {b_later:.3f} ms "
-            f"| {n_later:.3f} ms |"
+            f"| new process: fresh `1+1` after that (median of {N_RUNS}) | "
+            f"{b_runs['later']:.3f} ms | {n_runs['later']:.3f} ms |"
         )
         print(
-            f"| new process: import + first run, whole process, warm cache | {b_whole:.0f} ms "
-            f"| {n_whole:.0f} ms |"
+            "| new process: import + first run, warm cache (bench/run.py row 2): wall / CPU | "
+            f"{b['wall']:.0f} / {b['cpu']:.0f} ms | {n['wall']:.0f} / {n['cpu']:.0f} ms |"
         )
 
 
