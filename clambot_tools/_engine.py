@@ -252,11 +252,10 @@ def _store_cached(path: Path, module: wasmtime.Module, key: bytes) -> None:
     payload = bytes(module.serialize())
     try:
         _write_atomic(path, _CACHE_MAGIC + _cache_mac(key, path.name, payload) + payload)
-        path.with_suffix(".sha256").unlink(missing_ok=True)  # an older version's sidecar
         entries = sorted(path.parent.glob("guest-*.cwasm"), key=lambda p: p.stat().st_mtime)
         for old in entries[:-_CACHE_KEEP]:
             old.unlink(missing_ok=True)
-            old.with_suffix(".sha256").unlink(missing_ok=True)
+            old.with_suffix(".sha256").unlink(missing_ok=True)  # an older version's sidecar
     except OSError:
         pass
 
