@@ -173,9 +173,10 @@ class SandboxedJSTool(BaseTool):
             ``"error"`` (the default) fails the call with a tool error saying so;
             ``"reset"`` runs the script in a new, empty session and tells the model
             that earlier definitions are gone.
-        snapshot_key: the HMAC-SHA256 key (bytes, at least 16) the sessions' snapshots
-            in the graph state are signed with; a snapshot without its signature (one
-            edited in the checkpoint store, say) is refused before it is read. Every
+        snapshot_key: the HMAC-SHA256 key (bytes, or a str as UTF-8; at least 16
+            bytes) the sessions' snapshots in the graph state are signed with; a
+            snapshot without its signature (one edited in the checkpoint store, say) is
+            refused before it is read. Every
             worker resuming the same threads needs the same key. Default: this user's
             ``clambot_tools.local_snapshot_key()`` (the same for every process of the
             user on this machine).

@@ -170,3 +170,24 @@ def test_a_short_snapshot_key_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="at least 16 bytes"):
         SandboxedJSTool(sessions=True, snapshot_key=b"short")
+
+
+def test_without_a_private_directory_the_key_is_this_process_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # others could write it: no secret is kept there
+    monkeypatch.setenv("CLAMBOT_CACHE_DIR", str(shared))
+    model = scripted(
+        js_call("let n = 1", "c1"), AIMessage("ok"), js_call("n + 1", "c2"), AIMessage("ok")
+    )
+    with caplog.at_level("WARNING", logger="langchain_clambot"):
+        agent = session_agent(model, InMemorySaver())
+    assert "signed with a key of this process only" in caplog.text
+    assert [m.status for m in tool_messages(agent, "p")] == ["success"]
+    agent.nodes["tools"].bound.tools_by_name[NAME].close_sessions()  # restore from the state
+    assert [m.content for m in tool_messages(agent, "p")] == ["Result (JSON): 2"]
+    _, snap = stored_snapshot(agent, "p")
+    with pytest.raises(SnapshotError, match="signed"):
+        Sandbox().restore(snap)
