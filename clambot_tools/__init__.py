@@ -30,6 +30,7 @@ from ._result import LogEntry, RunError, RunResult, RunStats
 from ._sandbox import Sandbox
 from ._session import Session
 from ._shapes import ResultShapes
+from ._snapshot import local_snapshot_key
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -67,4 +68,5 @@ __all__ = [
     "TransientError",
     "binding",
     "current_call",
+    "local_snapshot_key",
 ]

@@ -4,10 +4,15 @@ One engine per configuration (with or without fuel) lives for the whole process.
 guest module is compiled once per process; the compiled artifact is cached on disk,
 keyed by the guest's hash, the wasmtime version and the engine settings.
 
-A compiled module is native code that Wasmtime trusts completely, so the cache lives in
-a directory only the current user can write, every file carries a checksum of its
-payload, files are written atomically, and anything unexpected (wrong owner, loose
-permissions, bad checksum, a refusal from wasmtime) means "compile again", never "fail".
+A compiled module is native code that Wasmtime trusts completely, and a script granted
+the user's home (the files binding) could otherwise rewrite it. So the cache lives in a
+directory only the current user can write; every file carries an HMAC-SHA256 of its
+name and payload under a per-user secret kept in a 0600 file beside it (a checksum a
+script could recompute is not enough); a file is read whole into memory and checked
+before Wasmtime sees it (never mapped: a file truncated under a mapping kills the
+process with SIGBUS); files are written atomically; and anything unexpected (wrong
+owner, loose permissions, a bad MAC, a refusal from wasmtime) means "compile again",
+never "fail".
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import wasmtime
 
 from ._errors import GuestUnavailableError
 from ._once import Registry
-from ._wasm import WASMTIME_VERSION, configure_engine
+from ._wasm import WASMTIME_VERSION, configure_engine, deserialize_module
 
 #: Wasm code may use this much of the native (thread) stack. JS recursion mostly lives
 #: here; QuickJS's own limit (on the C stack in linear memory) is set to trip first.
@@ -115,70 +120,142 @@ def cache_dir() -> Path | None:
     return path
 
 
-def _private_file(path: Path) -> bool:
+#: the per-user secret the cache's MACs (and the local snapshot key) derive from
+_SECRET_FILE = "secret.key"
+_SECRET_BYTES = 32
+#: a cache file: this magic, the HMAC-SHA256 of its name and payload, the payload
+_CACHE_MAGIC = b"CLAMBOT-CWASM-2\n"
+_MAC_BYTES = 32
+#: a compiled guest is 3-4 MiB; a bigger file is not one of ours (and is not read)
+_MAX_CACHE_FILE = 64 << 20
+
+
+def _read_private(path: Path, max_bytes: int) -> bytearray | None:
+    """The bytes of `path` if it is a regular file (not a link) of this user that no
+    one else may read or write and no larger than `max_bytes`, else None.
+
+    The file is checked through the descriptor it is read from, and read whole into
+    memory, so a file changed or truncated meanwhile costs a rebuild, never a crash.
+    """
     try:
-        st = os.stat(path, follow_symlinks=False)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return False
-    return (
-        stat.S_ISREG(st.st_mode)
-        and st.st_uid == os.getuid()
-        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    )
-
-
-def _load_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
-    """The module at `path` if it and its checksum file are ours and agree, else None."""
-    digest_path = path.with_suffix(".sha256")
-    if not (_private_file(path) and _private_file(digest_path)):
         return None
     try:
-        expected = digest_path.read_text().strip()
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        st = os.fstat(fd)
+        if not (
+            stat.S_ISREG(st.st_mode)
+            and st.st_uid == os.getuid()
+            and not st.st_mode & 0o077
+            and st.st_size <= max_bytes
+        ):
+            return None
+        buf = bytearray(st.st_size)
+        view, got = memoryview(buf), 0
+        while got < st.st_size:
+            n = os.readv(fd, [view[got:]])
+            if n == 0:  # shrank while read: not the file we checked
+                return None
+            got += n
+        return buf
     except OSError:
         return None
-    if expected != actual:
-        return None
-    try:
-        # mmaps the file: no copy of the ~4 MB of code (0.1 ms instead of 2 ms)
-        return wasmtime.Module.deserialize_file(engine, str(path))
-    except Exception:  # noqa: BLE001 - any refusal means "compile again"
-        return None
+    finally:
+        os.close(fd)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, data: bytes, *, replace: bool = True) -> bool:
+    """Write `data` to `path` (mode 0600) through a temporary file. With `replace`
+    False an existing file wins and False is returned. Raises OSError."""
     import tempfile  # only on a cache miss: it costs ~5 ms to import
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:  # mkstemp makes it 0600
             fh.write(data)
-        os.replace(tmp, path)
-    except OSError:
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # atomic, and fails if another process was first
+            return True
+        except FileExistsError:
+            return False
+    finally:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise
+
+
+def local_secret(directory: Path, purpose: bytes) -> bytes | None:
+    """A key for `purpose`, derived from this user's secret in `directory` (a private
+    0600 file of random bytes, made on first use: the first process to make it wins).
+
+    A secret file that is not ours, not private or not the right size is replaced by a
+    new one (whatever it protected is then rebuilt). None if no secret can be kept.
+    """
+    import hmac
+
+    path = directory / _SECRET_FILE
+    for _ in range(2):
+        secret = _read_private(path, _SECRET_BYTES)
+        if secret is not None and len(secret) == _SECRET_BYTES:
+            return hmac.digest(bytes(secret), b"clambot-tools\0" + purpose, "sha256")
+        try:
+            exists = os.path.lexists(path)
+            _write_atomic(path, os.urandom(_SECRET_BYTES), replace=exists)
+        except OSError:
+            return None
+    return None
+
+
+def _cache_mac(key: bytes, name: str, payload: bytes | bytearray | memoryview) -> bytes:
+    import hmac
+
+    mac = hmac.new(key, name.encode() + b"\0", "sha256")
+    mac.update(payload)
+    return mac.digest()
+
+
+def _load_cached(engine: wasmtime.Engine, path: Path, key: bytes) -> wasmtime.Module | None:
+    """The module at `path` if the file is ours and its MAC (over its name and its
+    payload, under `key`) is right, else None.
+
+    The file is read into memory and checked before Wasmtime sees it: the module never
+    maps the file, so nothing done to the file later reaches this process.
+    """
+    import hmac
+
+    data = _read_private(path, _MAX_CACHE_FILE)
+    head = len(_CACHE_MAGIC) + _MAC_BYTES
+    if data is None or len(data) <= head or data[: len(_CACHE_MAGIC)] != _CACHE_MAGIC:
+        return None
+    mac = bytes(data[len(_CACHE_MAGIC) : head])
+    with memoryview(data) as view:
+        expected = _cache_mac(key, path.name, view[head:])
+    if not hmac.compare_digest(mac, expected):
+        return None
+    try:
+        return deserialize_module(engine, data, head)
+    except Exception:  # noqa: BLE001 - any refusal means "compile again"
+        return None
 
 
 #: compiled modules kept in the cache (two per engine setting in use); older ones go
 _CACHE_KEEP = 8
 
 
-def _store_cached(path: Path, module: wasmtime.Module) -> None:
-    """Write the module, then its checksum (a reader that sees only the first finds a
-    mismatch and recompiles), then drop the least recently written entries beyond
-    _CACHE_KEEP (a process still using one keeps its mapping). Failures only cost the
-    cache."""
+def _store_cached(path: Path, module: wasmtime.Module, key: bytes) -> None:
+    """Write the module with its MAC in one file, atomically, then drop the least
+    recently written entries beyond _CACHE_KEEP. Failures only cost the cache."""
     payload = bytes(module.serialize())
     try:
-        _write_atomic(path, payload)
-        _write_atomic(path.with_suffix(".sha256"), hashlib.sha256(payload).hexdigest().encode())
+        _write_atomic(path, _CACHE_MAGIC + _cache_mac(key, path.name, payload) + payload)
         entries = sorted(path.parent.glob("guest-*.cwasm"), key=lambda p: p.stat().st_mtime)
         for old in entries[:-_CACHE_KEEP]:
             old.unlink(missing_ok=True)
-            old.with_suffix(".sha256").unlink(missing_ok=True)
+            old.with_suffix(".sha256").unlink(missing_ok=True)  # an older version's sidecar
     except OSError:
         pass
 
@@ -187,17 +264,26 @@ def cached_module(
     engine: wasmtime.Engine, key_material: bytes, fuel: bool, produce: Callable[[], bytes]
 ) -> wasmtime.Module:
     """A module from the disk cache under a key made from `key_material` and the engine
-    settings; on a miss, compile ``produce()`` and store it."""
-    key = hashlib.sha256(key_material + b"\0" + _settings_key(fuel).encode()).hexdigest()
+    settings; on a miss (or a file that fails its check), compile ``produce()`` and
+    store it.
+
+    Raises what compiling ``produce()`` raises (wasmtime.WasmtimeError); a cache that
+    cannot be used only costs the compile.
+    """
+    # the magic is in the name: another version's files are left alone, not fought over
+    name = hashlib.sha256(
+        key_material + b"\0" + _settings_key(fuel).encode() + b"\0" + _CACHE_MAGIC
+    ).hexdigest()
     directory = cache_dir()
-    path = directory / f"guest-{key}.cwasm" if directory is not None else None
-    if path is not None:
-        module = _load_cached(engine, path)
+    mac_key = local_secret(directory, b"module-cache") if directory is not None else None
+    path = directory / f"guest-{name}.cwasm" if directory is not None else None
+    if path is not None and mac_key is not None:
+        module = _load_cached(engine, path, mac_key)
         if module is not None:
             return module
     module = wasmtime.Module(engine, produce())
-    if path is not None:
-        _store_cached(path, module)
+    if path is not None and mac_key is not None:
+        _store_cached(path, module, mac_key)
     return module
 
 

@@ -20,6 +20,7 @@ from ._result import RunResult
 from ._run import FreshGuest, Job
 from ._session import STACK_BYTES, Session, parse_snapshot
 from ._shapes import ResultShapes
+from ._snapshot import check_key
 from ._startup import start_image
 
 if TYPE_CHECKING:
@@ -47,9 +48,12 @@ class Sandbox:
             with the public keys that must have signed it) the bindings must match.
         result_shapes: learn the shapes of tool results (never their values) for
             ``describe_tools``: True, or a ``ResultShapes`` to share between Sandboxes.
+        snapshot_key: an HMAC-SHA256 key (bytes, or a str taken as UTF-8; at least 16
+            bytes) that session snapshots are signed with; ``restore`` then refuses a
+            snapshot without its signature.
 
     Raises:
-        ConfigError: a binding is invalid or two share a name.
+        ConfigError: a binding is invalid or two share a name, or the key is too short.
         ManifestError: the bindings differ from the manifest, or it is refused.
         GuestUnavailableError: the compiled guest is missing or does not load.
     """
@@ -63,7 +67,9 @@ class Sandbox:
         audit: AuditLog | AuditSink | None = None,
         manifest: Manifest | str | os.PathLike[str] | None = None,
         result_shapes: ResultShapes | bool = False,
+        snapshot_key: bytes | str | None = None,
     ) -> None:
+        self._snapshot_key = check_key(snapshot_key)
         self.limits = limits if limits is not None else Limits()
         if not isinstance(self.limits, Limits):
             raise ConfigError("limits must be a clambot_tools.Limits")
@@ -157,7 +163,9 @@ class Sandbox:
         """A session restored from `Session.snapshot()` bytes (this or another process).
 
         Raises SnapshotError if the bytes are not a snapshot, are damaged, come from
-        another guest build or format, or were made with other bindings.
+        another guest build or format, were made with other bindings, need more memory
+        than this Sandbox's limits, or are not signed with this Sandbox's snapshot_key
+        (or are signed while it has none).
         """
         return Session(self, parse_snapshot(self, snapshot))
 

@@ -27,6 +27,7 @@ class Owner(Protocol):
     _names_block: bytes
     _drive_in_thread: bool
     _image: StartImage
+    _snapshot_key: bytes | None
 
     @property
     def bindings(self) -> Sequence[Binding]: ...
@@ -40,7 +41,7 @@ _RESTORE_KINDS = frozenset({"timeout", "memory", "stack", "output_limit", "inter
 
 #: a snapshot's memory: its size, and the regions (offset above the C stack, bytes)
 #: that differ from a fresh instance
-Memory = tuple[int, list[tuple[int, bytes]]]
+Memory = tuple[int, list[tuple[int, memoryview]]]
 
 
 def _new_guest(limits: Limits) -> Guest:
@@ -73,7 +74,7 @@ class Session:
             try:
                 self._guest.load_memory_image(size, STACK_BYTES, b"")  # grow once
                 for offset, chunk in regions:
-                    self._guest.write(STACK_BYTES + offset, chunk)
+                    self._guest.write(STACK_BYTES + offset, bytes(chunk))
             except GuestTrap as exc:
                 self._guest.close()
                 raise SnapshotError(f"the snapshot cannot be loaded: {exc.detail}") from None
@@ -152,6 +153,7 @@ class Session:
                     guest_sha256=self._sb._image.guest_sha256,
                     bindings=[b.name for b in self._sb.bindings],
                     memory_bytes=len(view) + STACK_BYTES,
+                    key=self._sb._snapshot_key,
                 )
             finally:
                 view.release()
@@ -171,7 +173,7 @@ class Session:
 
 
 def parse_snapshot(sb: Owner, data: bytes) -> Memory:
-    """The memory of a snapshot made for `sb`'s guest build and bindings.
+    """The memory of a snapshot made for `sb`'s guest build, bindings and snapshot key.
 
     Raises SnapshotError for anything else."""
     return _snapshot.unpack(
@@ -179,4 +181,6 @@ def parse_snapshot(sb: Owner, data: bytes) -> Memory:
         guest_sha256=sb._image.guest_sha256,
         bindings=[b.name for b in sb.bindings],
         skip=STACK_BYTES,
+        max_memory_bytes=store_limit(sb.limits),
+        key=sb._snapshot_key,
     )

@@ -49,7 +49,8 @@ class JSSessionRecord(TypedDict):
     """One tool's JavaScript session as the graph's state holds it.
 
     Attributes:
-        snapshot: base64 of ``Session.snapshot()`` (versioned, compressed bytes).
+        snapshot: base64 of ``Session.snapshot()`` (versioned, compressed bytes,
+            signed with the tool's ``snapshot_key``: edited ones are refused).
         rev: a random id of this revision of the session.
         seq: how many successful runs made it (the latest of two updates wins).
     """

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -23,6 +24,7 @@ from clambot_tools import (
     Sandbox,
     SnapshotError,
     binding,
+    local_snapshot_key,
 )
 from langchain_core.callbacks import (
     AsyncCallbackManagerForToolRun,
@@ -167,13 +169,21 @@ class SandboxedJSTool(BaseTool):
             ``"error"`` (the default) fails the call with a tool error saying so;
             ``"reset"`` runs the script in a new, empty session and tells the model
             that earlier definitions are gone.
+        snapshot_key: the HMAC-SHA256 key (bytes, or a str as UTF-8; at least 16
+            bytes) the sessions' snapshots in the graph state are signed with; a
+            snapshot without its signature (one edited in the checkpoint store, say) is
+            refused before it is read. Every
+            worker resuming the same threads needs the same key. Default: this user's
+            ``clambot_tools.local_snapshot_key()`` (the same for every process of the
+            user on this machine).
         **kwargs: any other BaseTool field (name, description, callbacks, tags,
             metadata, handle_tool_error...).
 
     Raises:
         ConfigError: a tool is not a LangChain tool, two tools or bindings share a
             name, ``effects`` names a tool that is not granted, or a limit or policy is
-            invalid, or ``sessions=True`` with ``response_format="content_and_artifact"``.
+            invalid, or ``sessions=True`` with ``response_format="content_and_artifact"``,
+            or ``snapshot_key`` is too short.
         GuestUnavailableError: ClamBot's compiled guest is missing.
         ImportError: ``sessions=True`` without LangGraph installed.
     """
@@ -200,6 +210,7 @@ class SandboxedJSTool(BaseTool):
     _shapes: ResultShapes | None = PrivateAttr(default=None)
     _template: Sandbox | None = PrivateAttr(default=None)
     _cache: SessionCache | None = PrivateAttr(default=None)
+    _snapshot_key: bytes | str | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -211,6 +222,7 @@ class SandboxedJSTool(BaseTool):
         policy: Policy | None = None,
         audit: AuditLog | None = None,
         result_shapes: ResultShapes | bool = False,
+        snapshot_key: bytes | str | None = None,
         **kwargs: Any,
     ) -> None:
         limits = limits if limits is not None else Limits()
@@ -238,6 +250,7 @@ class SandboxedJSTool(BaseTool):
             policy=policy,
             bindings=[s.template() for s in specs] + list(plain),
             result_shapes=shapes or False,
+            snapshot_key=snapshot_key,
         )
         declaration = template.describe_tools() if template.bindings else ""
         sessions = bool(kwargs.get("sessions", False))
@@ -265,6 +278,7 @@ class SandboxedJSTool(BaseTool):
         if shapes is not None:
             shapes.listen(lambda _name: self._redescribe(own_description))
         if self.sessions:
+            self._snapshot_key = snapshot_key if snapshot_key is not None else _local_key()
             self._cache = SessionCache(self.max_live_sessions, self._new_live_session)
 
     @property
@@ -421,6 +435,7 @@ class SandboxedJSTool(BaseTool):
             policy=policy,
             audit=self._audit,
             result_shapes=self._shapes or False,
+            snapshot_key=self._snapshot_key,
         )
         return LiveSession(sandbox, relay)
 
@@ -592,3 +607,17 @@ def _description(limits: Limits, declaration: str, *, sessions: bool = False) ->
     if declaration:
         text += "\n" + _TOOLS.format(declaration=declaration)
     return text
+
+
+def _local_key() -> bytes:
+    """This user's local snapshot key; without a private cache directory to keep it
+    in, a key of this process only (its sessions then restore only here)."""
+    try:
+        return local_snapshot_key()
+    except ConfigError as exc:
+        logger.warning(
+            "%s; session snapshots are signed with a key of this process only, so no "
+            "other process can restore them: pass SandboxedJSTool(snapshot_key=...)",
+            exc,
+        )
+        return os.urandom(32)
