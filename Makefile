@@ -41,3 +41,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 	$(PY) bench/sessions.py
 	$(PY) bench/tokens.py
+	$(PY) bench/concurrency.py

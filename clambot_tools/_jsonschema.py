@@ -96,35 +96,12 @@ class _Checker:
             target = self.resolve(str(schema["$ref"]))
             if target is not None:
                 self.check(target, value, path, depth + 1)
-        if "const" in schema and value != schema["const"]:
-            self.add(path, f"must be {json.dumps(schema['const'])}")
+        problem = _value_problem(schema, value)
+        if problem is not None:
+            self.add(path, problem)
             return
-        if "enum" in schema and isinstance(schema["enum"], list):
-            if not any(
-                value == v and isinstance(value, bool) == isinstance(v, bool)
-                for v in schema["enum"]
-            ):
-                options = ", ".join(json.dumps(v) for v in schema["enum"][:10])
-                self.add(path, f"must be one of {options}")
-                return
-        types = schema.get("type")
-        if isinstance(types, str):
-            types = [types]
-        if isinstance(types, list) and types:
-            if not any(_type_ok(t, value) for t in types if isinstance(t, str)):
-                want = " or ".join(str(t) for t in types)
-                self.add(path, f"must be {want}, not {_js_name(value)}")
-                return
-        for key in ("anyOf", "oneOf"):
-            subs = schema.get(key)
-            if isinstance(subs, list) and subs:
-                if not any(self.valid(s, value, depth + 1) for s in subs):
-                    self.add(path, "does not match any of the allowed shapes")
-                    return
-        subs = schema.get("allOf")
-        if isinstance(subs, list):
-            for s in subs:
-                self.check(s, value, path, depth + 1)
+        if not self.check_combinators(schema, value, path, depth):
+            return
         if isinstance(value, dict):
             self.check_object(schema, value, path, depth)
         elif isinstance(value, list):
@@ -133,6 +110,20 @@ class _Checker:
             self.check_bounds(schema, len(value), path, "minLength", "maxLength", "characters")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             self.check_number(schema, value, path)
+
+    def check_combinators(self, schema: dict[str, Any], value: Any, path: str, depth: int) -> bool:
+        """anyOf/oneOf (one must fit) and allOf (each must); False if one refused."""
+        for key in ("anyOf", "oneOf"):
+            subs = schema.get(key)
+            if isinstance(subs, list) and subs:
+                if not any(self.valid(s, value, depth + 1) for s in subs):
+                    self.add(path, "does not match any of the allowed shapes")
+                    return False
+        subs = schema.get("allOf")
+        if isinstance(subs, list):
+            for s in subs:
+                self.check(s, value, path, depth + 1)
+        return True
 
     def check_object(
         self, schema: dict[str, Any], value: dict[str, Any], path: str, depth: int
@@ -192,6 +183,24 @@ class _Checker:
             }[word]
             if not ok:
                 self.add(path, f"must be {word} {bound}")
+
+
+def _value_problem(schema: dict[str, Any], value: Any) -> str | None:
+    """What `const`, `enum` or `type` says is wrong with `value`, or None."""
+    if "const" in schema and value != schema["const"]:
+        return f"must be {json.dumps(schema['const'])}"
+    enum = schema.get("enum")
+    if isinstance(enum, list) and not any(
+        value == v and isinstance(value, bool) == isinstance(v, bool) for v in enum
+    ):
+        return "must be one of " + ", ".join(json.dumps(v) for v in enum[:10])
+    types = schema.get("type")
+    if isinstance(types, str):
+        types = [types]
+    if isinstance(types, list) and types:
+        if not any(_type_ok(t, value) for t in types if isinstance(t, str)):
+            return f"must be {' or '.join(str(t) for t in types)}, not {_js_name(value)}"
+    return None
 
 
 def _join(path: str, name: str) -> str:

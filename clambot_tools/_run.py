@@ -89,10 +89,11 @@ def _ctrl_c_stops(driver: Driver) -> Iterator[list[Callable[[], None]]]:
     if threading.current_thread() is not threading.main_thread():
         yield deferred
         return
-    import signal
-
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is None or previous == signal.SIG_IGN:
+    # the C module: `signal`'s wrappers convert to enums and back, 10x the cost
+    _signal = _c_signal()
+    sigint = _signal.SIGINT
+    previous = _signal.getsignal(sigint)
+    if previous is None or previous == _signal.SIG_IGN:
         yield deferred
         return
 
@@ -102,24 +103,29 @@ def _ctrl_c_stops(driver: Driver) -> Iterator[list[Callable[[], None]]]:
         driver.interrupt_from_signal()
 
     try:
-        signal.signal(signal.SIGINT, on_sigint)
+        _signal.signal(sigint, on_sigint)
     except ValueError:  # not the main interpreter
         yield deferred
         return
     try:
         yield deferred
     finally:
-        signal.signal(signal.SIGINT, previous)
+        _signal.signal(sigint, previous)
+
+
+def _c_signal() -> Any:
+    import importlib
+
+    return importlib.import_module("_signal")
 
 
 def _deliver(handler: Any, signum: int, frame: Any) -> None:
     """Give a signal to the handler that was installed before ours."""
-    import signal
-
+    _signal = _c_signal()
     if callable(handler):
         handler(signum, frame)
-    elif handler == signal.SIG_DFL:
-        signal.signal(signum, signal.SIG_DFL)
+    elif handler == _signal.SIG_DFL:
+        _signal.signal(signum, _signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
 
