@@ -14,6 +14,7 @@ it was given to, and a question the answers do not cover is asked anew.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import json
 import logging
@@ -21,11 +22,11 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypedDict
 
-from clambot_tools import Approval, ApprovalRequest, Approver
+from clambot_tools import Approval, ApprovalRequest, Approver, ConfigError
 from pydantic import BaseModel, BeforeValidator, ValidationError, WithJsonSchema
 
 from ._adapt import RunState, bubble_up_types, copy_interrupt, is_invalid_resume
-from ._ledger import TaskRun
+from ._ledger import TaskRun, canonical_json
 
 logger = logging.getLogger("langchain_clambot")
 
@@ -141,9 +142,12 @@ def approval_payload(
     if len(shown) > max_args_chars:
         return None
     question = f"Allow the script to call tools.{request.binding}({shown})?"
+    request_id = request.request_id or _digest(
+        canonical_json([request.binding, args, request.code_sha256, request.occurrence])
+    )
     return ApprovalInterrupt(
         type="clambot_approval",
-        request_id=request.request_id,
+        request_id=request_id,
         tool_call_id=tool_call_id,
         question=question,
         binding=request.binding,
@@ -159,6 +163,10 @@ def approval_payload(
             ReviewConfig(action_name=request.binding, allowed_decisions=["approve", "reject"])
         ],
     )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 # -- answers
@@ -332,7 +340,7 @@ class InterruptApprover:
         payload = approval_payload(request, max_args_chars=self.max_args_chars)
         if payload is None:
             return Approval.DENY
-        return parse_answer(_ask(payload), request.request_id).decision
+        return parse_answer(_ask(payload), payload["request_id"]).decision
 
 
 def langgraph_interrupt_approver(*, max_args_chars: int = DEFAULT_MAX_ARGS_CHARS) -> Approver:
@@ -355,12 +363,15 @@ def langgraph_interrupt_approver(*, max_args_chars: int = DEFAULT_MAX_ARGS_CHARS
     Outside a LangGraph run the approver has no graph to pause: it fails, and a
     failing approver denies.
 
-    Raises ImportError if LangGraph is not installed.
+    Raises ImportError if LangGraph is not installed, ConfigError if
+    `max_args_chars` is not an int of at least 100.
     """
     import langgraph.types  # noqa: F401 - fail now, not at the first call
 
-    if not isinstance(max_args_chars, int) or max_args_chars < 100:
-        raise ValueError("max_args_chars must be an int >= 100")
+    if isinstance(max_args_chars, bool) or not isinstance(max_args_chars, int):
+        raise ConfigError(f"max_args_chars must be an int, got {max_args_chars!r}")
+    if max_args_chars < 100:
+        raise ConfigError(f"max_args_chars must be at least 100, got {max_args_chars}")
     return InterruptApprover(max_args_chars)
 
 

@@ -144,7 +144,9 @@ class TaskRun:
         ledger: where the records are kept durably (None: only in this process, when
             the graph has no checkpointer, so the task cannot be resumed anyway).
         lock: held while approval questions are asked or answers taken, so that this
-            run's ``interrupt()`` calls are made one at a time, in slot order.
+            run's ``interrupt()`` calls are made one at a time, in slot order (only
+            approvers take it, on worker threads: never the event loop, which an
+            async checkpointer's sync API waits for).
         asked: the question put to the human at each slot (our records, by slot).
         answers: the answers taken back from LangGraph in this run, by slot.
         open: the interrupt this run raised for a question (the task pauses with
@@ -162,6 +164,7 @@ class TaskRun:
         self._done: dict[str, Outcome] = {}
         self._loaded = ledger is None
         self._load_lock = threading.Lock()
+        self._state = threading.Lock()  # short holds only: never across I/O
         self._running: set[object] = set()
         self._idle = threading.Condition()
 
@@ -248,7 +251,7 @@ class TaskRun:
             except Exception:
                 logger.exception("could not read the approval records of the checkpoint")
                 records = []
-            with self.lock:
+            with self._state:
                 if not self._loaded:
                     self._apply(records)
 
@@ -262,7 +265,7 @@ class TaskRun:
         except Exception:
             logger.exception("could not read the approval records of the checkpoint")
             records = []
-        with self.lock:
+        with self._state:
             if not self._loaded:
                 self._apply(records)
 
@@ -287,11 +290,11 @@ class TaskRun:
 
     def outcome(self, key: str) -> Outcome | None:
         """How the write `key` ended in an earlier run of this task, if it did."""
-        with self.lock:
+        with self._state:
             return self._done.get(key)
 
     def _done_record(self, key: str, outcome: Outcome) -> dict[str, Any] | None:
-        with self.lock:
+        with self._state:
             self.wrote = True
             if key in self._done:
                 return None

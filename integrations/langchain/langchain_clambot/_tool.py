@@ -583,7 +583,9 @@ class SandboxedJSTool(BaseTool):
     ) -> Any:
         """The Command for a run in `live`: its ToolMessage and the session's new
         snapshot for the state. A run that failed or paused changes nothing: the
-        session is put back as it was (and the error or interrupt raised)."""
+        session is put back as it was (and the error or interrupt raised), except
+        that bindings a human allowed for the session during a failed run stay
+        allowed (the Command then carries the error's ToolMessage)."""
         from langgraph.types import Command
 
         err = result.error
@@ -595,10 +597,17 @@ class SandboxedJSTool(BaseTool):
             )
         try:
             content, result = self._respond(state, script, result)
-        except BaseException:
+        except BaseException as exc:
             if state.stopped or err is None or err.kind not in RESTORED_KINDS:
                 live.rollback()
-            raise
+            if not isinstance(exc, SandboxToolError) or not state.new_grants:
+                raise
+            failed = ToolMessage(
+                content=exc.content, tool_call_id=tool_call_id, name=self.name, status="error"
+            )
+            return Command(
+                update={"messages": [failed], APPROVALS_KEY: {self.name: sorted(state.new_grants)}}
+            )
         try:
             record = live.commit(stored, where)
         except Exception as exc:

@@ -4,11 +4,23 @@ real graph with a checkpointer: pause, resume, re-run; the answers a human may g
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
-from clambot_tools import Approval, ApprovalRequest, Limits, Policy, Sandbox, binding
+from clambot_tools import (
+    Approval,
+    ApprovalRequest,
+    ConfigError,
+    Limits,
+    Policy,
+    Sandbox,
+    binding,
+)
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -243,3 +255,23 @@ async def test_async_approver_runs_in_the_tool_context() -> None:
     out = await js.ainvoke({"code": "await tools.write({x: 2})"}, {"metadata": {"who": "me"}})
     assert out == "Result (JSON): 2"
     assert seen == ["me"]
+
+
+def test_readme_approval_example_runs_and_prints_what_it_says() -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    section = readme.read_text(encoding="utf-8").split("## Human approval through LangGraph")[1]
+    example = re.findall(r"````python\n(.*?)````", section, re.S)[0]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(example, str(readme), "exec"), {"__name__": "readme"})
+    assert out.getvalue().splitlines() == [
+        'Allow the script to call tools.refund({"order_id": "A1", "amount_eur": 30})?',
+        'Result (JSON): {"refunded":30}',
+    ]
+
+
+def test_approver_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="at least 100"):
+        langgraph_interrupt_approver(max_args_chars=10)
+    with pytest.raises(ConfigError, match="must be an int"):
+        langgraph_interrupt_approver(max_args_chars="4000")  # type: ignore[arg-type]

@@ -7,6 +7,8 @@ Real graphs and checkpointers (in memory, SQLite), real sandbox; the model is sc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from approval_helpers import (
     cfg,
     human,
     make_js,
+    make_tools,
     refunds,
     start,
     tool_results,
@@ -33,8 +36,10 @@ from approval_helpers import (
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-from lc_helpers import js_call
+from lc_helpers import js_call, js_calls
 from pydantic import ValidationError
+
+from langchain_clambot import SandboxedJSTool
 
 #: the questions of each shape, and the refunds each makes when all are approved
 ASKED = {"parallel": [("P1", 30), ("P2", 30)], "sequential": [("A", 1), ("B", 30)]}
@@ -118,20 +123,30 @@ def test_a_denied_write_never_runs(pattern: str, shape: str, saver: Any, log: Pa
     assert content.startswith("Error (binding_denied): Error: tools.refund was not approved")
 
 
-async def test_async_graphs_each_approved_write_runs_once(log: Path) -> None:
-    for pattern in PATTERNS:
-        for shape, calls in SHAPES.items():
-            refunds_before = len(refunds(log))
-            graph = build(pattern, make_js(log), InMemorySaver(), *agent_model(pattern, calls))
-            if pattern == "agent":
-                out = await graph.ainvoke({"messages": [("user", "go")]}, cfg("a"))
-            else:
-                from lc_helpers import js_calls
+@pytest.mark.parametrize("checkpointer", ["memory", "async-sqlite"])
+@pytest.mark.parametrize("shape", ["parallel", "sequential"])
+@pytest.mark.parametrize("pattern", PATTERNS)
+async def test_async_graphs_each_approved_write_runs_once(
+    pattern: str, shape: str, checkpointer: str, log: Path, tmp_path: Path
+) -> None:
+    """With ainvoke (an async checkpointer, whose sync API waits for the event loop):
+    a ToolNode runs its scripts with asyncio.gather, which ends the task at the first
+    script that pauses while the others go on."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-                out = await graph.ainvoke({"messages": [js_calls(*calls)]}, cfg("a"))
-            asked, out = await aanswer_all(graph, "a", human(), out)
-            assert asked_in_order(shape, asked) == ASKED[shape], (pattern, shape)
-            assert sorted(refunds(log)[refunds_before:]) == sorted(ASKED[shape]), (pattern, shape)
+    calls = SHAPES[shape]
+    async with contextlib.AsyncExitStack() as stack:
+        saver: Any = InMemorySaver()
+        if checkpointer == "async-sqlite":
+            saver = await stack.enter_async_context(
+                AsyncSqliteSaver.from_conn_string(str(tmp_path / "cp.sqlite"))
+            )
+        graph = build(pattern, make_js(log), saver, *agent_model(pattern, calls))
+        first = {"messages": [("user", "go")] if pattern == "agent" else [js_calls(*calls)]}
+        out = await graph.ainvoke(first, cfg("a"))
+        asked, out = await aanswer_all(graph, "a", human(), out)
+    assert asked_in_order(shape, asked) == ASKED[shape]
+    assert sorted(refunds(log)) == sorted(ASKED[shape])
 
 
 def test_a_bare_answer_to_two_pending_questions_is_refused(log: Path) -> None:
@@ -370,6 +385,18 @@ def test_allow_session_with_sessions_covers_the_thread_only(log: Path) -> None:
     assert out["__interrupt__"], "asked again once the grant is forgotten"
 
 
+def test_allow_session_stands_when_the_script_then_fails(log: Path) -> None:
+    graph = build("toolnode", make_js(log, sessions=True), InMemorySaver())
+    code = REFUND + "; null.x"
+    start("toolnode", graph, "t", [(code, "c1")])
+    out = graph.invoke(Command(resume="allow_session"), cfg("t"))
+    status, content = tool_results(out)["c1"]
+    assert status == "error" and content.startswith("Error (runtime)")
+    out = graph.invoke({"messages": [js_call(REFUND, "c2")]}, cfg("t"))
+    assert "__interrupt__" not in out
+    assert refunds(log) == [("A1", 5), ("A1", 5)]
+
+
 # -- sessions=True
 
 
@@ -394,3 +421,56 @@ def test_a_plain_tool_call_after_the_scripts_is_unaffected(log: Path) -> None:
     answer_all(graph, "t", human(), "bare", out)
     out = graph.invoke({"messages": [js_call(SEQUENTIAL[0][0], "again")]}, cfg("t"))
     assert out["__interrupt__"][0].value["args"] == {"order_id": "A", "amount_eur": 1}
+
+
+async def test_a_pausing_toolnode_waits_for_its_other_scripts(log: Path) -> None:
+    """With ainvoke a ToolNode runs its scripts with asyncio.gather, which ends the task
+    as soon as one script pauses while the others go on, after the graph returned. The
+    script that pauses now waits for the others (they stop at their next tool call)."""
+    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.tools import tool
+    from langgraph.errors import GraphInterrupt
+
+    read_started, go_on, paused = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    reads: list[int] = []
+
+    @tool
+    async def slow_read(x: int) -> int:
+        """Read something slowly."""
+        read_started.set()
+        await go_on.wait()
+        reads.append(x)
+        return x
+
+    @tool
+    async def wait_for_read() -> bool:
+        """Wait until the other script reads."""
+        await read_started.wait()
+        return True
+
+    class OnPause(AsyncCallbackHandler):
+        async def on_tool_error(self, error: BaseException, **kwargs: Any) -> None:
+            if isinstance(error, GraphInterrupt):
+                paused.set()
+
+    js = make_js(log)
+    js = SandboxedJSTool(
+        tools=[*make_tools(log), slow_read, wait_for_read],
+        effects={"refund": ["write"]},
+        policy=js.policy,
+        limits=js.limits,
+    )
+    graph = build("toolnode", js, InMemorySaver())
+    calls = [
+        ("await tools.wait_for_read({}); await tools.refund({order_id: 'P1', amount_eur: 1})", "a"),
+        ("await tools.slow_read({x: 1}); await tools.slow_read({x: 2})", "b"),
+    ]
+    config = {**cfg("t"), "callbacks": [OnPause()]}
+    run = asyncio.ensure_future(graph.ainvoke({"messages": [js_calls(*calls)]}, config))
+    await paused.wait()
+    done, _ = await asyncio.wait({run}, timeout=1.0)
+    assert not done, "the graph returned while a script of its paused task still ran"
+    go_on.set()
+    out = await run
+    assert [i.value["args"]["order_id"] for i in out["__interrupt__"]] == ["P1"]
+    assert reads == [1]  # the read in flight ended; the next call was not made
