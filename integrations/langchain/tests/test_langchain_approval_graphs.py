@@ -120,7 +120,11 @@ def test_a_denied_write_never_runs(pattern: str, shape: str, saver: Any, log: Pa
         status, content = results["s1"]
         assert "completed before the error: tools.lookup x1, tools.refund x1." in content
     assert status == "error"
-    assert content.startswith("Error (binding_denied): Error: tools.refund was not approved")
+    order, amount = next(r for r in ASKED[shape] if r[0] == denied)
+    assert content.startswith(
+        f'Error (binding_denied): Error: tools.refund({{"order_id":"{order}",'
+        f'"amount_eur":{amount}}}) was not approved'
+    )
 
 
 @pytest.mark.parametrize("checkpointer", ["memory", "async-sqlite"])
