@@ -14,6 +14,7 @@ it was given to, and a question the answers do not cover is asked anew.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -314,11 +315,14 @@ def _answer_type(request_id: str) -> Any:
     return Annotated[Any, BeforeValidator(check), WithJsonSchema(ANSWER_SCHEMA)]
 
 
-def _ask(question: Mapping[str, Any]) -> Any:
+def _ask(question: Mapping[str, Any], *, check: bool = True) -> Any:
     """LangGraph's ``interrupt()`` for `question`: its answer, or raises GraphInterrupt
-    (no answer yet) or a ValidationError (an answer that is not one)."""
+    (no answer yet) or, with `check`, a ValidationError (an answer that is not one:
+    LangGraph fails the resume, and the question can be answered again)."""
     from langgraph.types import interrupt
 
+    if not check:
+        return interrupt(dict(question))
     return interrupt(dict(question), response_schema=_answer_type(str(question["request_id"])))
 
 
@@ -407,9 +411,14 @@ def _taken(task: TaskRun, state: RunState, upto: int) -> _Stop | None:
     while len(task.answers) < upto:
         if task.open is not None:  # asked in this run already: still unanswered
             return _Stop(task.open)
-        question = task.asked[len(task.answers)]
+        slot = len(task.answers)
+        question = task.asked[slot]
+        # Only the last question can be getting its answer now; the answers of earlier
+        # ones were checked when given (one that is not an answer after all, which
+        # another interrupt of the task could have left there, reads as none).
+        last = slot == len(task.asked) - 1
         try:
-            value = state.context.copy().run(_ask, question)
+            value = state.context.copy().run(functools.partial(_ask, question, check=last))
         except bubble_up_types() as exc:
             task.open = exc
             return _Stop(exc)
@@ -427,7 +436,10 @@ def _answer_at(task: TaskRun, slot: int) -> Answer | None:
     question = task.asked[slot]
     if question.get("stale"):
         return None
-    return parse_answer(task.answers[slot], str(question["request_id"]))
+    try:
+        return parse_answer(task.answers[slot], str(question["request_id"]))
+    except AnswerError:
+        return None
 
 
 def _session_grant(task: TaskRun, payload: ApprovalInterrupt) -> bool:
@@ -502,7 +514,11 @@ def _decide(task: TaskRun, state: RunState, payload: ApprovalInterrupt) -> Step:
             if stop is not None:
                 return stop
             answer = _answer_at(task, slot)
-            assert answer is not None
+            if answer is None:
+                return _Refuse(
+                    f"tools.{payload['binding']} was not called: the answer to its "
+                    "approval question could not be read. Make the call in a new script."
+                )
             return answer
         if task.open is not None:  # one new question per run: it is asked next time
             return _Stop(task.open)

@@ -275,3 +275,43 @@ def test_approver_options_are_checked() -> None:
         langgraph_interrupt_approver(max_args_chars=10)
     with pytest.raises(ConfigError, match="must be an int"):
         langgraph_interrupt_approver(max_args_chars="4000")  # type: ignore[arg-type]
+
+
+def test_a_binding_that_asks_then_an_approval_in_one_script() -> None:
+    """A binding's own interrupt() and an approval, one after the other in a script:
+    each answer goes to its question."""
+    from langgraph.types import interrupt
+
+    refunds: list[str] = []
+
+    def ask(question: str) -> str:
+        return str(interrupt(question))
+
+    @tool
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        refunds.append(order_id)
+        return "ok"
+
+    js = SandboxedJSTool(
+        tools=[refund],
+        bindings=[ask],
+        effects={"refund": ["write"]},
+        policy=Policy(approve=langgraph_interrupt_approver()),
+    )
+    code = (
+        "const id = await tools.ask({question: 'which order?'});\n"
+        "await tools.refund({order_id: id})"
+    )
+    agent = create_agent(
+        scripted(js_call(code, "c1"), AIMessage(content="done")), [js], checkpointer=InMemorySaver()
+    )
+    cfg: Any = {"configurable": {"thread_id": "mixed"}}
+    out = agent.invoke({"messages": [HumanMessage("go")]}, cfg)
+    assert out["__interrupt__"][0].value == "which order?"
+    out = agent.invoke(Command(resume="B7"), cfg)
+    assert out["__interrupt__"][0].value["args"] == {"order_id": "B7"}
+    out = agent.invoke(Command(resume=True), cfg)
+    (msg,) = tool_messages(out)
+    assert msg.content == 'Result (JSON): "ok"'
+    assert refunds == ["B7"]
