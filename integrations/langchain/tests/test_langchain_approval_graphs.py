@@ -41,6 +41,7 @@ from pydantic import ValidationError
 
 from langchain_clambot import SandboxedJSTool
 
+REFUND = "await tools.refund({order_id: 'A1', amount_eur: 5})"
 #: the questions of each shape, and the refunds each makes when all are approved
 ASKED = {"parallel": [("P1", 30), ("P2", 30)], "sequential": [("A", 1), ("B", 30)]}
 
@@ -148,9 +149,24 @@ async def test_async_graphs_each_approved_write_runs_once(
         graph = build(pattern, make_js(log), saver, *agent_model(pattern, calls))
         first = {"messages": [("user", "go")] if pattern == "agent" else [js_calls(*calls)]}
         out = await graph.ainvoke(first, cfg("a"))
+        assert {i.value["tool_call_id"] for i in out["__interrupt__"]} <= {"p1", "p2", "s1"}
         asked, out = await aanswer_all(graph, "a", human(), out)
     assert asked_in_order(shape, asked) == ASKED[shape]
     assert sorted(refunds(log)) == sorted(ASKED[shape])
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_identical_scripts_side_by_side_are_two_calls(pattern: str, log: Path) -> None:
+    """Two tool calls with the same script ask the same question twice: each answer
+    approves its own call (they are told apart by their tool call id)."""
+    calls = [(REFUND, "x1"), (REFUND, "x2")]
+    graph = build(pattern, make_js(log), InMemorySaver(), *agent_model(pattern, calls))
+    out = start(pattern, graph, "t", calls)
+    asked, out = answer_all(graph, "t", lambda q: q["tool_call_id"] == "x2", "map", out)
+    assert asked == [("A1", 5), ("A1", 5)]
+    assert refunds(log) == [("A1", 5)]
+    results = tool_results(out)
+    assert (results["x1"][0], results["x2"][0]) == ("error", "success")
 
 
 def test_a_bare_answer_to_two_pending_questions_is_refused(log: Path) -> None:
@@ -174,9 +190,6 @@ def paused(log: Path, code: str, data: Path | None = None, thread: str = "t") ->
     out = start("toolnode", graph, thread, [(code, "c1")])
     assert out["__interrupt__"], out
     return graph, out
-
-
-REFUND = "await tools.refund({order_id: 'A1', amount_eur: 5})"
 
 
 @pytest.mark.parametrize(
