@@ -28,7 +28,6 @@ import logging
 import secrets
 import threading
 import time
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -333,10 +332,11 @@ class TaskRun:
             logger.exception("could not record a completed write in the checkpoint")
 
 
-# One TaskRun per run of a task: keyed by a callable of the run's LangGraph scratchpad
-# (made anew for each run of a task, shared by its tool calls, and weakly referable),
-# so the entry goes when LangGraph drops the run.
-_RUNS: weakref.WeakKeyDictionary[Any, TaskRun] = weakref.WeakKeyDictionary()
+# One TaskRun per run of a task. It is kept on a function of the run's LangGraph
+# scratchpad (made anew for each run of a task, shared by its tool calls): it lives as
+# long as the run, and a TaskRun that refers back to the run (through an exception's
+# traceback) is a plain cycle the garbage collector frees, never a process-wide root.
+_ATTR = "_clambot_task_run"
 _RUNS_LOCK = threading.Lock()
 
 
@@ -344,14 +344,12 @@ def task_run_of(conf: Mapping[str, Any]) -> TaskRun | None:
     """The TaskRun of the LangGraph task whose ``configurable`` is `conf` (made on
     first use), or None outside a LangGraph task. Never raises."""
     scratchpad = conf.get("__pregel_scratchpad")
-    key = getattr(scratchpad, "get_null_resume", None)
-    if key is None:
+    anchor = getattr(scratchpad, "get_null_resume", None)
+    if anchor is None or not hasattr(anchor, "__dict__"):
         return None
     with _RUNS_LOCK:
-        run = _RUNS.get(key)
-        if run is None:
-            try:
-                run = _RUNS[key] = TaskRun(CheckpointLedger.of(conf))
-            except TypeError:  # pragma: no cover - not weakly referable: not shared
-                return TaskRun(CheckpointLedger.of(conf))
+        run = getattr(anchor, _ATTR, None)
+        if not isinstance(run, TaskRun):
+            run = TaskRun(CheckpointLedger.of(conf))
+            setattr(anchor, _ATTR, run)
         return run

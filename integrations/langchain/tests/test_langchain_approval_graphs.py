@@ -491,3 +491,20 @@ async def test_a_pausing_toolnode_waits_for_its_other_scripts(log: Path) -> None
     out = await run
     assert [i.value["args"]["order_id"] for i in out["__interrupt__"]] == ["P1"]
     assert reads == [1]  # the read in flight ended; the next call was not made
+
+
+def test_nothing_of_a_task_run_is_kept_once_it_ended(log: Path) -> None:
+    """A server runs many threads: what a task run shares between its scripts (its
+    questions, answers, completed writes) goes with the run, paused, resumed or failed."""
+    import gc
+
+    from langchain_clambot._ledger import TaskRun
+
+    graph = build("toolnode", make_js(log), InMemorySaver())
+    for i in range(5):
+        answer_all(graph, f"t{i}", human(), "map", start("toolnode", graph, f"t{i}", PARALLEL))
+    start("toolnode", graph, "bad", PARALLEL)
+    with pytest.raises(ValidationError):
+        graph.invoke(Command(resume="maybe"), cfg("bad"))
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, TaskRun)] == []
