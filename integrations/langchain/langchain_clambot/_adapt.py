@@ -142,10 +142,13 @@ class RunState:
                 self.notes.append(text)
 
     def pause(self, exc: BaseException) -> None:
-        """Keep the first interrupt of the run; later calls are refused."""
+        """Keep the first interrupt of the run; later calls are refused (those of the
+        task's other tool calls too: the task pauses with it)."""
         with self._lock:
             if self.pending is None:
                 self.pending = exc
+        if self.task.open is None:
+            self.task.open = exc
 
     def fail(self, exc: BaseException) -> None:
         """Keep an invalid resume value's error; later calls are refused."""

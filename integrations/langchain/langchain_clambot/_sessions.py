@@ -190,6 +190,11 @@ class Relay:
         self._bindings = {b.name: b for b in bindings}
         self._approve = approve
 
+    def end(self) -> None:
+        """Forget the run's bindings and approver once it is over: a live session
+        outlives its runs, and they hold the run's state (its graph, its approvals)."""
+        self._bindings, self._approve = {}, None
+
     def _current(self, name: str) -> Binding:
         b = self._bindings.get(name)
         if b is None:

@@ -641,6 +641,8 @@ class SandboxedJSTool(BaseTool):
             except Exception as exc:
                 live.drop()
                 raise self._internal(exc) from exc
+            finally:
+                live.relay.end()
             return self._session_result(live, state, script, result, stored, where, tool_call_id)
 
     async def _arun_session(
@@ -681,6 +683,7 @@ class SandboxedJSTool(BaseTool):
             return self._session_result(live, state, script, result, stored, where, tool_call_id)
         finally:
             if release:
+                live.relay.end()
                 live.lock.release()
 
 
@@ -689,6 +692,7 @@ def _drop_and_release(live: LiveSession) -> None:
     try:
         live.drop()
     finally:
+        live.relay.end()
         live.lock.release()
 
 

@@ -493,18 +493,26 @@ async def test_a_pausing_toolnode_waits_for_its_other_scripts(log: Path) -> None
     assert reads == [1]  # the read in flight ended; the next call was not made
 
 
-def test_nothing_of_a_task_run_is_kept_once_it_ended(log: Path) -> None:
+@pytest.mark.parametrize("sessions", [False, True])
+def test_nothing_of_a_task_run_is_kept_once_it_ended(log: Path, sessions: bool) -> None:
     """A server runs many threads: what a task run shares between its scripts (its
-    questions, answers, completed writes) goes with the run, paused, resumed or failed."""
+    questions, answers, completed writes) goes with the run, paused, resumed or failed
+    (a session tool's live sessions outlive their runs, and must not keep them)."""
     import gc
+    import weakref
 
     from langchain_clambot._ledger import TaskRun
 
-    graph = build("toolnode", make_js(log), InMemorySaver())
+    gc.collect()
+    before = weakref.WeakSet(o for o in gc.get_objects() if isinstance(o, TaskRun))
+    js = make_js(log, sessions=sessions)
+    graph = build("toolnode", js, InMemorySaver())
     for i in range(5):
         answer_all(graph, f"t{i}", human(), "map", start("toolnode", graph, f"t{i}", PARALLEL))
     start("toolnode", graph, "bad", PARALLEL)
     with pytest.raises(ValidationError):
         graph.invoke(Command(resume="maybe"), cfg("bad"))
     gc.collect()
-    assert [o for o in gc.get_objects() if isinstance(o, TaskRun)] == []
+    kept = [o for o in gc.get_objects() if isinstance(o, TaskRun) and o not in before]
+    assert kept == []
+    js.close_sessions()
