@@ -91,8 +91,8 @@ def make_tools(log: Path, data: Path | None = None) -> list[BaseTool]:
         return {"order_id": order_id, "amount_eur": amounts.get(order_id, 30)}
 
     @tool
-    def refund(order_id: str, amount_eur: float) -> dict[str, Any]:
-        """Refund an order."""
+    def refund(order_id: str, amount_eur: float, note: str = "") -> dict[str, Any]:
+        """Refund an order, with a note for the customer."""
         _append(log, ["refund", order_id, amount_eur])
         return {"refunded": amount_eur, "order_id": order_id}
 
