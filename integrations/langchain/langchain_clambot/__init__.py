@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._approval import ApprovalInterrupt, langgraph_interrupt_approver
 from ._fences import strip_code_fences
-from ._sessions import JSSessionRecord, JSSessionState, merge_js_sessions
+from ._sessions import JSSessionRecord, JSSessionState, merge_js_approvals, merge_js_sessions
 from ._tool import SandboxedJSInput, SandboxedJSTool, SandboxToolError
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ __all__ = [
     "SandboxedJSInput",
     "SandboxedJSTool",
     "langgraph_interrupt_approver",
+    "merge_js_approvals",
     "merge_js_sessions",
     "strip_code_fences",
 ]

@@ -16,19 +16,22 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import hashlib
 import inspect
 import sys
 import threading
 import typing
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
-from clambot_tools import Binding, ConfigError, Effect, binding
+from clambot_tools import Binding, ConfigError, Effect, TransientError, binding
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+from ._ledger import Outcome, TaskRun, canonical_json, task_run_of
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,34 +56,84 @@ class RunState:
         context: a copy of the context variables of the tool's run (LangGraph's
             runnable config among them); each use runs in a fresh copy of it.
         config: the RunnableConfig nested LangChain tools are invoked with.
+        task: the run of the LangGraph task this run is part of, shared by the tool
+            calls of that task (a private one outside LangGraph): its approval
+            questions and answers, and the writes it completed.
+        call_id: the model's tool call id ("" when unknown).
+        scope: what tells this run's writes from another tool call's in one task (the
+            tool call id, else the script's digest).
+        session_scope: what an ``ALLOW_SESSION`` answer covers: the LangGraph
+            ``"thread"`` (a session tool keeps it in the graph state), or the rest of
+            this ``"script"``.
+        grants: bindings allowed for the session (no question is asked for them).
+        new_grants: those of them allowed during this run.
         pending: the LangGraph interrupt raised during the run, re-raised when the run
             ends (the script's result is then discarded: LangGraph re-runs it).
-        approved: how many calls were approved in this run (they went ahead).
-        approvals_asked: how many times the approver was consulted in this run.
+        invalid: a resume value that was not an answer, re-raised when the run ends
+            (LangGraph then fails the resume, and the question can be answered again).
         notes: sentences for the model about calls the run refused on its own.
     """
 
-    def __init__(self, config: RunnableConfig | None) -> None:
+    def __init__(
+        self,
+        config: RunnableConfig | None,
+        *,
+        call_id: str | None = None,
+        code: str = "",
+        grants: Iterable[str] = (),
+        thread_grants: bool = False,
+    ) -> None:
         self.context = contextvars.copy_context()
         self.config = config
+        conf = (config or {}).get("configurable") or {}
+        self.task: TaskRun = task_run_of(conf) or TaskRun(None)
+        self.call_id = call_id or ""
+        code_sha256 = hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest()
+        self.scope = self.call_id or code_sha256
+        self.session_scope: Literal["thread", "script"] = "thread" if thread_grants else "script"
+        self.grants: set[str] = set(grants)
+        self.new_grants: set[str] = set()
         self.pending: BaseException | None = None
-        self.approved = 0
-        self.approvals_asked = 0
+        self.invalid: BaseException | None = None
         self.notes: list[str] = []
         #: completed tool calls by binding name (the model is told of them on failure)
         self.done: dict[str, int] = {}
         self.approval_lock = threading.Lock()
         self._lock = threading.Lock()
+        self._occurrences: dict[tuple[str, str], set[int]] = {}
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the run waits for a human or failed its resume (no more calls): its
+        own question, or one another tool call of its task asked (the task pauses
+        with it)."""
+        if self.pending is None and self.invalid is None and self.task.open is not None:
+            self._stop_with(self.task.open)
+        return self.pending is not None or self.invalid is not None
+
+    def _stop_with(self, exc: BaseException) -> None:
+        """Stop the run with the task's interrupt (or invalid resume value)."""
+        if is_invalid_resume(exc):
+            self.fail(exc)
+        else:
+            self.pause(copy_interrupt(exc))
 
     def call_done(self, name: str) -> None:
         """Count a tool call that returned (its effects happened)."""
         with self._lock:
             self.done[name] = self.done.get(name, 0) + 1
 
-    def count_approved(self) -> None:
-        """Count a call whose approval let it go ahead."""
+    def grant(self, name: str) -> None:
+        """Allow `name` for the session (see `session_scope`)."""
         with self._lock:
-            self.approved += 1
+            if name not in self.grants:
+                self.grants.add(name)
+                self.new_grants.add(name)
+
+    def granted(self, name: str) -> bool:
+        """Whether `name` is allowed for the session."""
+        with self._lock:
+            return name in self.grants
 
     def note(self, text: str) -> None:
         """Add a sentence for the model (once)."""
@@ -89,15 +142,44 @@ class RunState:
                 self.notes.append(text)
 
     def pause(self, exc: BaseException) -> None:
-        """Keep the first interrupt of the run; later calls are refused."""
+        """Keep the first interrupt of the run; later calls are refused (those of the
+        task's other tool calls too: the task pauses with it)."""
         with self._lock:
             if self.pending is None:
                 self.pending = exc
+        if self.task.open is None:
+            self.task.open = exc
+
+    def fail(self, exc: BaseException) -> None:
+        """Keep an invalid resume value's error; later calls are refused."""
+        with self._lock:
+            if self.invalid is None:
+                self.invalid = exc
 
     def check_open(self, name: str) -> None:
-        """Raise RunPaused if the run waits for a human: no more calls are made."""
-        if self.pending is not None:
+        """Raise RunPaused if the run (or its task) waits for a human: no more calls
+        are made."""
+        if self.stopped:
             raise RunPaused(f"tools.{name} was not called: the run is paused for a human")
+
+    def write_key(self, name: str, kwargs: Mapping[str, Any]) -> tuple[str, Callable[[], None]]:
+        """The identity of a call to the write binding `name` (see TaskRun.write_key),
+        identical calls of one script told apart by their count; and a function that
+        gives the count back, for a call that did not happen (it was refused, or will
+        be tried again: a retry is the same call)."""
+        args = canonical_json(kwargs)
+        with self._lock:
+            used = self._occurrences.setdefault((name, args), set())
+            n = 0
+            while n in used:
+                n += 1
+            used.add(n)
+
+        def release() -> None:
+            with self._lock:
+                used.discard(n)
+
+        return TaskRun.write_key(self.scope, name, args, n), release
 
     def run_sync(self, func: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
         """Call `func(**kwargs)` in a copy of the run's context; an interrupt it raises
@@ -125,6 +207,31 @@ class RunState:
         except bubble_up_types() as exc:
             self.pause(exc)
             raise RunPaused("the run is paused for a human") from None
+
+
+def is_invalid_resume(exc: BaseException) -> bool:
+    """Whether `exc` is LangGraph's error for a resume value that its interrupt's
+    ``response_schema`` refused. Never raises."""
+    try:
+        from langgraph.errors import is_invalid_resume as check
+    except ImportError:  # pragma: no cover - langgraph before 1.2, or not installed
+        return False
+    return isinstance(exc, ValidationError) and check(exc)
+
+
+def stops_the_task(exc: BaseException) -> bool:
+    """Whether `exc`, raised by the tool, ends its LangGraph task for now (an interrupt,
+    or a resume value that was not an answer)."""
+    return isinstance(exc, bubble_up_types()) or is_invalid_resume(exc)
+
+
+def copy_interrupt(exc: BaseException) -> BaseException:
+    """A copy of a task's interrupt for one more tool call to raise (the tool calls of a
+    ToolNode raise in threads or tasks of their own)."""
+    try:
+        return type(exc)(*exc.args)
+    except Exception:  # noqa: BLE001 - an exception type with another signature
+        return exc
 
 
 def to_json_data(value: Any, name: str, depth: int = 0) -> Any:
@@ -344,6 +451,82 @@ def guard_binding(b: Binding, state: RunState) -> Binding:
         state.check_open(b.name)
         out = state.run_sync(func, kwargs)
         state.call_done(b.name)
+        return out
+
+    return dataclasses.replace(b, func=call)
+
+
+def _recorded(value: Any, name: str) -> Any:
+    """`value` as the JSON data a completed write is recorded with (and replayed as)."""
+    try:
+        return to_json_data(value, name)
+    except TypeError:
+        return str(value)
+
+
+def _replay(outcome: Outcome) -> Any:
+    """What a write that completed in an earlier run of the task returned (or raise its
+    error again): it is not made a second time."""
+    if outcome.ok:
+        return outcome.value
+    raise RuntimeError(outcome.error or "the tool failed")
+
+
+# Failures after which the call did not happen, or will be tried again by the run.
+_NOT_DONE: tuple[type[BaseException], ...] = (RunPaused, TransientError)
+
+
+def once_per_step(b: Binding, state: RunState) -> Binding:
+    """`b` (a write, or a binding that needs approval) for one run: made at most once
+    per step of the graph.
+
+    LangGraph runs a paused task again from its start when it is resumed (and a
+    ToolNode task holds all the scripts of one AIMessage). A call that completed in an
+    earlier run of the task, identified by the tool call, the binding, its arguments
+    and how many identical calls the script made before it, is not made again: the
+    script gets the recorded result (or error). How each call ended is recorded in
+    the step's checkpoint (see `_ledger`), so this holds on any worker.
+    """
+    func, name = b.func, b.name
+    task = state.task
+    if b.is_async:
+
+        async def acall(**kwargs: Any) -> Any:
+            key, release = state.write_key(name, kwargs)
+            await task.aload()
+            prior = task.outcome(key)
+            if prior is not None:
+                state.call_done(name)
+                return _replay(prior)
+            try:
+                out = await func(**kwargs)
+            except _NOT_DONE:
+                release()
+                raise
+            except Exception as exc:
+                await task.arecord_done(key, Outcome(False, error=str(exc)))
+                raise
+            await task.arecord_done(key, Outcome(True, _recorded(out, name)))
+            return out
+
+        return dataclasses.replace(b, func=acall)
+
+    def call(**kwargs: Any) -> Any:
+        key, release = state.write_key(name, kwargs)
+        task.load()
+        prior = task.outcome(key)
+        if prior is not None:
+            state.call_done(name)
+            return _replay(prior)
+        try:
+            out = func(**kwargs)
+        except _NOT_DONE:
+            release()
+            raise
+        except Exception as exc:
+            task.record_done(key, Outcome(False, error=str(exc)))
+            raise
+        task.record_done(key, Outcome(True, _recorded(out, name)))
         return out
 
     return dataclasses.replace(b, func=call)

@@ -41,6 +41,8 @@ from typing_extensions import TypedDict
 
 #: the state key holding the sessions of a thread, by tool name
 SESSION_KEY = "js_session"
+#: the state key holding, by tool name, the bindings a human allowed for the thread
+APPROVALS_KEY = "js_approvals"
 #: error kinds after which the core Session has already put itself back as it was
 RESTORED_KINDS = frozenset({"timeout", "memory", "stack", "output_limit", "internal"})
 
@@ -89,14 +91,34 @@ def _seq(record: Any) -> int:
     return seq if isinstance(seq, int) else -1
 
 
+def merge_js_approvals(
+    current: Mapping[str, list[str]] | None,
+    update: Mapping[str, list[str] | None] | None,
+) -> dict[str, list[str]]:
+    """The reducer of the ``js_approvals`` state key: the bindings a human allowed for
+    the thread ("allow_session"), by tool name. Updates add to them; ``None`` forgets
+    every one of the thread, ``None`` for a tool forgets that tool's."""
+    if update is None:
+        return {}
+    merged = {name: list(names) for name, names in (current or {}).items()}
+    for name, names in update.items():
+        if names is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = sorted(set(merged.get(name, [])) | set(names))
+    return merged
+
+
 class JSSessionState(TypedDict, total=False):
-    """The state key that ``SandboxedJSTool(sessions=True)`` keeps its sessions in.
+    """The state keys that ``SandboxedJSTool(sessions=True)`` keeps its sessions, and
+    the bindings allowed for the thread's session, in.
 
     Mix it into a graph's state schema: ``class State(MessagesState, JSSessionState)``
     (with ``create_agent``, use ``JSSessionMiddleware()`` instead).
     """
 
     js_session: Annotated[dict[str, JSSessionRecord], merge_js_sessions]
+    js_approvals: Annotated[dict[str, list[str]], merge_js_approvals]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +190,11 @@ class Relay:
         self._bindings = {b.name: b for b in bindings}
         self._approve = approve
 
+    def end(self) -> None:
+        """Forget the run's bindings and approver once it is over: a live session
+        outlives its runs, and they hold the run's state (its graph, its approvals)."""
+        self._bindings, self._approve = {}, None
+
     def _current(self, name: str) -> Binding:
         b = self._bindings.get(name)
         if b is None:
@@ -177,9 +204,9 @@ class Relay:
     def approve(self, request: ApprovalRequest) -> Any:
         """Ask the current run's approver (deny when there is none).
 
-        ``ALLOW_SESSION`` is passed on as ``ALLOW_ONCE``: the tool remembers it (for
-        every thread), and the session's Sandbox must keep asking the run's approver,
-        which counts the approved calls of each run, as a fresh Sandbox would.
+        ``ALLOW_SESSION`` is passed on as ``ALLOW_ONCE``: the run keeps it (in the
+        thread's state), and the session's Sandbox, which outlives the run and may be
+        restored for another thread, must never remember it.
         """
         if self._approve is None:
             return Approval.DENY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -37,11 +38,13 @@ from langchain_core.tools import BaseTool, InjectedToolCallId, ToolException
 from langchain_core.tools.base import ToolExceptionHandlerOutput
 from pydantic import BaseModel, Field, PrivateAttr
 
-from ._adapt import RunState, ToolSpec, guard_binding
-from ._approval import SessionApprovals, run_approver
+from ._adapt import RunState, ToolSpec, guard_binding, once_per_step, stops_the_task
+from ._approval import run_approver
 from ._fences import strip_code_fences
+from ._ledger import task_run_of
 from ._render import render_error, render_success
 from ._sessions import (
+    APPROVALS_KEY,
     RESTORED_KINDS,
     SESSION_KEY,
     LiveSession,
@@ -55,6 +58,11 @@ logger = logging.getLogger("langchain_clambot")
 
 DEFAULT_NAME = "run_js_sandboxed"
 
+#: the tool call id of the call being run (LangChain gives it to ``run`` only)
+_TOOL_CALL_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "clambot_tool_call_id", default=None
+)
+
 
 class SandboxedJSInput(BaseModel):
     """The arguments of SandboxedJSTool: one JavaScript program."""
@@ -65,14 +73,15 @@ class SandboxedJSInput(BaseModel):
 @functools.lru_cache(maxsize=1)
 def session_input() -> type[SandboxedJSInput]:
     """The args schema of a session tool: `code`, plus what LangGraph's ToolNode
-    injects (the state's ``js_session`` and the tool call id), which the model never
-    sees. Raises ImportError if LangGraph is not installed."""
+    injects (the state's ``js_session`` and ``js_approvals``, and the tool call id),
+    which the model never sees. Raises ImportError if LangGraph is not installed."""
     from langgraph.prebuilt import InjectedState
 
     class SandboxedJSSessionInput(SandboxedJSInput):
         """`code`, and the injected session state and tool call id."""
 
         stored_session: Annotated[Any, InjectedState(SESSION_KEY)] = None
+        stored_approvals: Annotated[Any, InjectedState(APPROVALS_KEY)] = None
         tool_call_id: Annotated[str | None, InjectedToolCallId] = None
 
     return SandboxedJSSessionInput
@@ -205,7 +214,6 @@ class SandboxedJSTool(BaseTool):
     _audit: AuditLog | None = PrivateAttr(default=None)
     _specs: tuple[ToolSpec, ...] = PrivateAttr(default=())
     _bindings: tuple[Binding, ...] = PrivateAttr(default=())
-    _session: SessionApprovals = PrivateAttr(default_factory=SessionApprovals)
     _declaration: str = PrivateAttr(default="")
     _shapes: ResultShapes | None = PrivateAttr(default=None)
     _template: Sandbox | None = PrivateAttr(default=None)
@@ -308,13 +316,85 @@ class SandboxedJSTool(BaseTool):
     def _run_bindings(
         self, state: RunState, *, use_async: bool
     ) -> tuple[list[Binding], Approver | None]:
-        """The bindings and the approver of one run, bound to `state`."""
+        """The bindings and the approver of one run, bound to `state`. Writes (and
+        calls that need approval) are made once per graph step (`once_per_step`)."""
         bindings = [s.bind(state, use_async=use_async) for s in self._specs]
         bindings += [guard_binding(b, state) for b in self._bindings]
+        bindings = [
+            once_per_step(b, state) if "write" in b.effects or self._policy.needs_approval(b) else b
+            for b in bindings
+        ]
         approve = self._policy.approve
         if approve is not None:
-            approve = run_approver(approve, state, self._session)
+            approve = run_approver(approve, state)
         return bindings, approve
+
+    def _state(
+        self,
+        config: RunnableConfig,
+        run_manager: CallbackManagerForToolRun | AsyncCallbackManagerForToolRun | None,
+        script: str,
+        tool_call_id: str | None,
+        stored_approvals: Any,
+    ) -> RunState:
+        """The RunState of one run: its config (a child of the tool's run), tool call,
+        script, and (for a session tool) the bindings the thread allowed for the
+        session."""
+        child = patch_config(config, callbacks=run_manager.get_child()) if run_manager else config
+        grants: list[str] = []
+        if self.sessions and isinstance(stored_approvals, Mapping):
+            mine = stored_approvals.get(self.name)
+            if isinstance(mine, list):
+                grants = [g for g in mine if isinstance(g, str)]
+        return RunState(
+            child,
+            call_id=tool_call_id or _TOOL_CALL_ID.get(),
+            code=script,
+            grants=grants,
+            thread_grants=self.sessions,
+        )
+
+    def _wait_timeout(self) -> float:
+        """How long a call that stops its task waits for the task's other calls: they
+        stop at their next tool call, or at their time limit."""
+        return self._limits.timeout_s + 10.0
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """BaseTool.run, with the tool call id kept for the run (approvals and writes
+        are told apart by it when a ToolNode runs several calls in one task), and,
+        when the run stops its LangGraph task (an interrupt), only once the task's
+        other tool calls have ended (see TaskRun.wait_others)."""
+        task = task_run_of(((kwargs.get("config") or {}).get("configurable")) or {})
+        running = task.enter() if task is not None else None
+        token = _TOOL_CALL_ID.set(kwargs.get("tool_call_id"))
+        try:
+            return super().run(*args, **kwargs)
+        except BaseException as exc:
+            if task is not None and running is not None and stops_the_task(exc):
+                if not task.wait_others(running, self._wait_timeout()):
+                    logger.warning("%s: other calls of the task are still running", self.name)
+            raise
+        finally:
+            _TOOL_CALL_ID.reset(token)
+            if task is not None and running is not None:
+                task.leave(running)
+
+    async def arun(self, *args: Any, **kwargs: Any) -> Any:
+        """BaseTool.arun, as `run` does."""
+        task = task_run_of(((kwargs.get("config") or {}).get("configurable")) or {})
+        running = task.enter() if task is not None else None
+        token = _TOOL_CALL_ID.set(kwargs.get("tool_call_id"))
+        try:
+            return await super().arun(*args, **kwargs)
+        except BaseException as exc:
+            if task is not None and running is not None and stops_the_task(exc):
+                if not await task.await_others(running, self._wait_timeout()):
+                    logger.warning("%s: other calls of the task are still running", self.name)
+            raise
+        finally:
+            _TOOL_CALL_ID.reset(token)
+            if task is not None and running is not None:
+                task.leave(running)
 
     def _sandbox(self, state: RunState, *, use_async: bool) -> Sandbox:
         """A Sandbox for one run, its bindings and approver bound to `state`."""
@@ -333,9 +413,13 @@ class SandboxedJSTool(BaseTool):
     def _respond(self, state: RunState, script: str, result: RunResult) -> tuple[str, RunResult]:
         """(content, artifact) for a run that succeeded.
 
-        Raises the LangGraph interrupt raised during the run, if any (the graph pauses
-        and re-runs the script on resume), else SandboxToolError if the run failed.
+        Raises the error of a resume value that was not an answer (LangGraph fails the
+        resume: answer again), or the LangGraph interrupt raised during the run, if any
+        (the graph pauses and re-runs the script on resume), else SandboxToolError if
+        the run failed.
         """
+        if state.invalid is not None:
+            raise state.invalid
         if state.pending is not None:
             raise state.pending
         notes = "".join(f"\nNote: {n}" for n in state.notes)
@@ -367,18 +451,20 @@ class SandboxedJSTool(BaseTool):
         *,
         config: RunnableConfig,
         stored_session: Any = None,
+        stored_approvals: Any = None,
         tool_call_id: str | None = None,
     ) -> Any:
         """Run `code` (fences stripped) and return (content, RunResult), or with
         ``sessions=True`` a LangGraph Command carrying the ToolMessage and the session.
 
         Raises SandboxToolError (a ToolException) if the run failed, or LangGraph's
-        GraphInterrupt when an approval or a tool paused the graph for a human, or
-        ConfigError for a session tool whose graph state has no ``js_session`` key.
+        GraphInterrupt when an approval or a tool paused the graph for a human, or a
+        pydantic ValidationError when the graph was resumed with a value that is not
+        an answer to the approval question, or ConfigError for a session tool whose
+        graph state has no ``js_session`` key.
         """
         script = strip_code_fences(code)
-        child = patch_config(config, callbacks=run_manager.get_child()) if run_manager else config
-        state = RunState(child)
+        state = self._state(config, run_manager, script, tool_call_id, stored_approvals)
         if self.sessions:
             return self._run_session(script, state, config, stored_session, tool_call_id)
         try:
@@ -394,16 +480,17 @@ class SandboxedJSTool(BaseTool):
         *,
         config: RunnableConfig,
         stored_session: Any = None,
+        stored_approvals: Any = None,
         tool_call_id: str | None = None,
     ) -> Any:
         """The async twin of `_run`: the script runs with ``Sandbox.arun`` and granted
         LangChain tools are called with ``ainvoke`` on the caller's event loop.
 
-        Raises SandboxToolError, GraphInterrupt or ConfigError as `_run` does.
+        Raises SandboxToolError, GraphInterrupt, ValidationError or ConfigError as
+        `_run` does.
         """
         script = strip_code_fences(code)
-        child = patch_config(config, callbacks=run_manager.get_child()) if run_manager else config
-        state = RunState(child)
+        state = self._state(config, run_manager, script, tool_call_id, stored_approvals)
         if self.sessions:
             return await self._arun_session(script, state, config, stored_session, tool_call_id)
         try:
@@ -496,7 +583,9 @@ class SandboxedJSTool(BaseTool):
     ) -> Any:
         """The Command for a run in `live`: its ToolMessage and the session's new
         snapshot for the state. A run that failed or paused changes nothing: the
-        session is put back as it was (and the error or interrupt raised)."""
+        session is put back as it was (and the error or interrupt raised), except
+        that bindings a human allowed for the session during a failed run stay
+        allowed (the Command then carries the error's ToolMessage)."""
         from langgraph.types import Command
 
         err = result.error
@@ -508,10 +597,17 @@ class SandboxedJSTool(BaseTool):
             )
         try:
             content, result = self._respond(state, script, result)
-        except BaseException:
-            if state.pending is not None or err is None or err.kind not in RESTORED_KINDS:
+        except BaseException as exc:
+            if state.stopped or err is None or err.kind not in RESTORED_KINDS:
                 live.rollback()
-            raise
+            if not isinstance(exc, SandboxToolError) or not state.new_grants:
+                raise
+            failed = ToolMessage(
+                content=exc.content, tool_call_id=tool_call_id, name=self.name, status="error"
+            )
+            return Command(
+                update={"messages": [failed], APPROVALS_KEY: {self.name: sorted(state.new_grants)}}
+            )
         try:
             record = live.commit(stored, where)
         except Exception as exc:
@@ -520,7 +616,10 @@ class SandboxedJSTool(BaseTool):
         message = ToolMessage(
             content=content, artifact=result, tool_call_id=tool_call_id, name=self.name
         )
-        return Command(update={"messages": [message], SESSION_KEY: {self.name: record}})
+        update: dict[str, Any] = {"messages": [message], SESSION_KEY: {self.name: record}}
+        if state.new_grants:
+            update[APPROVALS_KEY] = {self.name: sorted(state.new_grants)}
+        return Command(update=update)
 
     def _run_session(
         self,
@@ -542,6 +641,8 @@ class SandboxedJSTool(BaseTool):
             except Exception as exc:
                 live.drop()
                 raise self._internal(exc) from exc
+            finally:
+                live.relay.end()
             return self._session_result(live, state, script, result, stored, where, tool_call_id)
 
     async def _arun_session(
@@ -582,6 +683,7 @@ class SandboxedJSTool(BaseTool):
             return self._session_result(live, state, script, result, stored, where, tool_call_id)
         finally:
             if release:
+                live.relay.end()
                 live.lock.release()
 
 
@@ -590,6 +692,7 @@ def _drop_and_release(live: LiveSession) -> None:
     try:
         live.drop()
     finally:
+        live.relay.end()
         live.lock.release()
 
 

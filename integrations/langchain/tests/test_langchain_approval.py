@@ -1,13 +1,26 @@
 """Approvals of write tools answered by a human through LangGraph's interrupt, in a
-real graph with a checkpointer: pause, resume, re-run."""
+real graph with a checkpointer: pause, resume, re-run; the answers a human may give.
+(test_langchain_approval_graphs.py and _workers.py hold each documented pattern.)"""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
-from clambot_tools import Approval, ApprovalRequest, Limits, Policy, Sandbox, binding
+from clambot_tools import (
+    Approval,
+    ApprovalRequest,
+    ConfigError,
+    Limits,
+    Policy,
+    Sandbox,
+    binding,
+)
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
@@ -16,14 +29,8 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import Command
 from lc_helpers import js_call, scripted
 
-from langchain_clambot import SandboxedJSTool, langgraph_interrupt_approver
-from langchain_clambot._adapt import RunState
-from langchain_clambot._approval import (
-    SessionApprovals,
-    approval_payload,
-    parse_answer,
-    run_approver,
-)
+from langchain_clambot import SandboxedJSTool, langgraph_interrupt_approver, merge_js_approvals
+from langchain_clambot._approval import Answer, AnswerError, parse_answer
 
 LOOKUP_THEN_REFUND = """
 const o = await tools.lookup({order_id: 'A1'});
@@ -107,28 +114,6 @@ async def test_denied_after_resume_async() -> None:
     assert out["messages"][-1].content == "done"
 
 
-def test_second_approval_in_one_script_is_not_asked() -> None:
-    """Resuming re-runs the script: a refund approved before a second pause would run
-    twice. So once an approved call went ahead, the next one is refused, not asked."""
-    code = (
-        "const a = await tools.refund({order_id: 'A', amount_eur: 1});\n"
-        "const b = await tools.refund({order_id: 'B', amount_eur: 2});\n[a, b]"
-    )
-    agent, ran = make_agent(code)
-    cfg: Any = {"configurable": {"thread_id": "twice"}}
-    out = agent.invoke({"messages": [HumanMessage("refund A and B")]}, cfg)
-    assert out["__interrupt__"][0].value["args"]["order_id"] == "A"
-    out = agent.invoke(Command(resume=Approval.ALLOW_ONCE.value), cfg)
-    assert "__interrupt__" not in out
-    (msg,) = tool_messages(out)
-    assert msg.status == "error"
-    assert isinstance(msg.content, str)
-    assert "Error (binding_denied)" in msg.content
-    assert "Tool calls that completed before the error: tools.refund x1." in msg.content
-    assert "Make that call in a new script." in msg.content
-    assert ran == [("refund", "A", 1.0)]  # exactly once
-
-
 def test_a_plain_sandbox_loses_the_graph_context() -> None:
     """Why SandboxedJSTool wraps the approver: ClamBot calls it on a worker thread,
     where LangGraph's runnable context is gone, so interrupt() cannot work there and a
@@ -182,57 +167,47 @@ def test_plain_bindings_can_interrupt_too() -> None:
 @pytest.mark.parametrize(
     "answer, expected",
     [
-        (True, Approval.ALLOW_ONCE),
-        (False, Approval.DENY),
-        ("allow_session", Approval.ALLOW_SESSION),
-        ("approve", Approval.ALLOW_ONCE),
-        ("reject", Approval.DENY),
-        (Approval.ALLOW_ONCE, Approval.ALLOW_ONCE),
-        ({"decision": "allow_once"}, Approval.ALLOW_ONCE),
-        ({"type": "approve"}, Approval.ALLOW_ONCE),
-        ({"decision": "allow_once", "request_id": "other"}, Approval.DENY),
-        ("maybe", Approval.DENY),
-        (None, Approval.DENY),
-        (1, Approval.DENY),
+        (True, Answer(Approval.ALLOW_ONCE)),
+        (False, Answer(Approval.DENY)),
+        ("allow_session", Answer(Approval.ALLOW_SESSION)),
+        ("approve", Answer(Approval.ALLOW_ONCE)),
+        (" Reject ", Answer(Approval.DENY)),
+        (Approval.ALLOW_ONCE, Answer(Approval.ALLOW_ONCE)),
+        ({"decision": "allow_once"}, Answer(Approval.ALLOW_ONCE)),
+        ({"decision": "deny", "request_id": "rid", "message": "no"}, Answer(Approval.DENY, "no")),
+        ({"type": "approve"}, Answer(Approval.ALLOW_ONCE)),
+        ({"approved": True}, Answer(Approval.ALLOW_ONCE)),
+        ({"decisions": [{"type": "approve"}]}, Answer(Approval.ALLOW_ONCE)),
+        (
+            {"decisions": [{"type": "reject", "message": "ask first"}]},
+            Answer(Approval.DENY, "ask first"),
+        ),
     ],
 )
-def test_parse_answer(answer: Any, expected: Approval) -> None:
+def test_parse_answer(answer: Any, expected: Answer) -> None:
     assert parse_answer(answer, "rid") == expected
 
 
-def test_an_answer_for_another_call_denies() -> None:
-    """Calls asking at once may ask in another order when the script runs again; an
-    answer remembered as given to a different request is never applied."""
-    req_a = ApprovalRequest(
-        binding="refund",
-        description="",
-        effects=("write",),
-        args={"order_id": "A"},
-        code_sha256="sha",
-    )
-    req_b = ApprovalRequest(
-        binding="refund",
-        description="",
-        effects=("write",),
-        args={"order_id": "B"},
-        code_sha256="sha",
-    )
-    session = SessionApprovals()
-    conf: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": "tools:1"}}
-    session.asked(("t", "tools:1", "sha", "0"), approval_payload(req_a)["request_id"])
-
-    state = RunState(conf)
-    approve = run_approver(lambda r: True, state, session)
-    assert approve(req_b) == Approval.DENY
-    assert state.notes and "another call" in state.notes[0]
-
-    state = RunState(conf)
-    approve = run_approver(lambda r: True, state, session)
-    assert approve(req_a) is True
-    assert state.approved == 1
+@pytest.mark.parametrize(
+    "answer, says",
+    [
+        ("maybe", "is not an approval answer"),
+        (None, "is not an approval answer"),
+        (1, "is not an approval answer"),
+        ({"decision": "allow_once", "request_id": "other"}, "is for request 'other'"),
+        ({"decisions": [{"type": "edit"}]}, "cannot be edited"),
+        ({"decisions": []}, "exactly one decision"),
+        ({"what": "yes"}, "holds no decision"),
+    ],
+)
+def test_unclear_answers_are_errors_not_denials(answer: Any, says: str) -> None:
+    with pytest.raises(AnswerError, match=says):
+        parse_answer(answer, "rid")
 
 
-def test_allow_session_is_remembered_across_runs() -> None:
+def test_allow_session_covers_the_rest_of_the_script_only() -> None:
+    """ALLOW_SESSION was kept on the tool object, for every later run in the process
+    (every thread, every user). Without sessions it covers the script that asked."""
     asked: list[str] = []
 
     def human(req: ApprovalRequest) -> Approval:
@@ -245,9 +220,20 @@ def test_allow_session_is_remembered_across_runs() -> None:
     js = SandboxedJSTool(
         bindings=[binding(write, effects=("write",))], policy=Policy(approve=human)
     )
-    for _ in range(3):
-        assert js.invoke({"code": "await tools.write({x: 1})"}) == "Result (JSON): 1"
+    code = "(await tools.write({x: 1})) + (await tools.write({x: 2})) + (await tools.write({x: 3}))"
+    assert js.invoke({"code": code}) == "Result (JSON): 6"
     assert asked == ["write"]
+    assert js.invoke({"code": "await tools.write({x: 4})"}) == "Result (JSON): 4"
+    assert asked == ["write", "write"]
+
+
+def test_merge_js_approvals() -> None:
+    assert merge_js_approvals(None, {"js": ["refund"]}) == {"js": ["refund"]}
+    assert merge_js_approvals({"js": ["refund"]}, {"js": ["email", "refund"]}) == {
+        "js": ["email", "refund"]
+    }
+    assert merge_js_approvals({"js": ["refund"], "other": ["x"]}, {"js": None}) == {"other": ["x"]}
+    assert merge_js_approvals({"js": ["refund"]}, None) == {}
 
 
 async def test_async_approver_runs_in_the_tool_context() -> None:
@@ -269,3 +255,63 @@ async def test_async_approver_runs_in_the_tool_context() -> None:
     out = await js.ainvoke({"code": "await tools.write({x: 2})"}, {"metadata": {"who": "me"}})
     assert out == "Result (JSON): 2"
     assert seen == ["me"]
+
+
+def test_readme_approval_example_runs_and_prints_what_it_says() -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    section = readme.read_text(encoding="utf-8").split("## Human approval through LangGraph")[1]
+    example = re.findall(r"````python\n(.*?)````", section, re.S)[0]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(example, str(readme), "exec"), {"__name__": "readme"})
+    assert out.getvalue().splitlines() == [
+        'Allow the script to call tools.refund({"order_id": "A1", "amount_eur": 30})?',
+        'Result (JSON): {"refunded":30}',
+    ]
+
+
+def test_approver_options_are_checked() -> None:
+    with pytest.raises(ConfigError, match="at least 100"):
+        langgraph_interrupt_approver(max_args_chars=10)
+    with pytest.raises(ConfigError, match="must be an int"):
+        langgraph_interrupt_approver(max_args_chars="4000")  # type: ignore[arg-type]
+
+
+def test_a_binding_that_asks_then_an_approval_in_one_script() -> None:
+    """A binding's own interrupt() and an approval, one after the other in a script:
+    each answer goes to its question."""
+    from langgraph.types import interrupt
+
+    refunds: list[str] = []
+
+    def ask(question: str) -> str:
+        return str(interrupt(question))
+
+    @tool
+    def refund(order_id: str) -> str:
+        """Refund an order."""
+        refunds.append(order_id)
+        return "ok"
+
+    js = SandboxedJSTool(
+        tools=[refund],
+        bindings=[ask],
+        effects={"refund": ["write"]},
+        policy=Policy(approve=langgraph_interrupt_approver()),
+    )
+    code = (
+        "const id = await tools.ask({question: 'which order?'});\n"
+        "await tools.refund({order_id: id})"
+    )
+    agent = create_agent(
+        scripted(js_call(code, "c1"), AIMessage(content="done")), [js], checkpointer=InMemorySaver()
+    )
+    cfg: Any = {"configurable": {"thread_id": "mixed"}}
+    out = agent.invoke({"messages": [HumanMessage("go")]}, cfg)
+    assert out["__interrupt__"][0].value == "which order?"
+    out = agent.invoke(Command(resume="B7"), cfg)
+    assert out["__interrupt__"][0].value["args"] == {"order_id": "B7"}
+    out = agent.invoke(Command(resume=True), cfg)
+    (msg,) = tool_messages(out)
+    assert msg.content == 'Result (JSON): "ok"'
+    assert refunds == ["B7"]
