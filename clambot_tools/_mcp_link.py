@@ -85,11 +85,9 @@ def _transient(exc: BaseException) -> bool:
         return False  # no such command: trying again will not make one
     if isinstance(exc, MCPError):
         return exc.error.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT)
-    try:
-        import httpx2
-    except ImportError:  # pragma: no cover - installed with mcp
-        httpx2 = None
-    if httpx2 is not None and isinstance(exc, httpx2.TransportError):
+    import httpx2  # the SDK's HTTP client
+
+    if isinstance(exc, httpx2.TransportError):
         return True
     return isinstance(
         exc,
@@ -264,7 +262,7 @@ class Link:
                     if left <= 0:
                         raise TimeoutError
                     return await self._open_generation(min(self._connect_timeout_s, left))
-        except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - reported with its cause
+        except (Exception, BaseExceptionGroup) as exc:
             tries = f" ({attempts} attempts)" if attempts > 1 else ""
             raise ConnectFailedError(
                 f"cannot connect to the MCP server {self.label}{tries}: {_reason(exc)}"
@@ -311,7 +309,7 @@ class Link:
                     await gen.release.wait()
             if scope.cancelled_caught and not ready.done():
                 failure = TimeoutError()
-        except BaseException as exc:  # noqa: BLE001 - handed to the connecting caller
+        except BaseException as exc:
             failure = exc
             if not isinstance(exc, Exception | BaseExceptionGroup):
                 raise

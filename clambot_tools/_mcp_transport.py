@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
+from mcp.shared.message import SessionMessage
 from mcp_types import (
     INTERNAL_ERROR,
     PARSE_ERROR,
@@ -44,8 +45,6 @@ from mcp_types import (
     RequestId,
     jsonrpc_message_adapter,
 )
-
-from mcp.shared.message import SessionMessage
 
 if TYPE_CHECKING:
     import httpx2
@@ -278,7 +277,6 @@ class StdioTransport:
             await replies.aclose()
 
 
-
 async def _deliver(
     out: MemoryObjectSendStream[SessionMessage | Exception], item: SessionMessage | Exception
 ) -> None:
@@ -330,7 +328,6 @@ def _capped_client(headers: Mapping[str, str], cap: int) -> httpx2.AsyncClient:
     """An HTTP client for the SDK's streamable HTTP transport whose JSON bodies are
     refused past `cap` bytes while they stream in (the SDK reads them whole)."""
     import httpx2
-
     from mcp.shared._httpx_utils import MCP_DEFAULT_SSE_READ_TIMEOUT, MCP_DEFAULT_TIMEOUT
 
     class CappedBody(httpx2.AsyncByteStream):

@@ -173,7 +173,8 @@ class MCPServerConfig(_Model):
             parts = urllib.parse.urlsplit(self.url)
             return f"{parts.netloc}{parts.path}"
         assert self.command is not None
-        return shlex.join([Path(self.command).name, *self.args])[:80]
+        words = [Path(self.command).name, *(Path(a).name for a in self.args[:1])]
+        return shlex.join(words)[:80]
 
 
 def load_mcp_config(
@@ -310,7 +311,9 @@ class MCPConnection:
             raw = config if isinstance(config, Mapping) else config.model_dump()
         try:
             self.config = (
-                config if isinstance(config, MCPServerConfig) else MCPServerConfig.model_validate(raw)
+                config
+                if isinstance(config, MCPServerConfig)
+                else MCPServerConfig.model_validate(raw)
             )
         except ValidationError as exc:
             problems = "; ".join(
@@ -392,7 +395,12 @@ class MCPConnection:
 
     @staticmethod
     async def _aconnected(link: Link, budget: float) -> None:
-        await link.connected(asyncio.get_running_loop().time() + budget)
+        from ._mcp_link import ConnectFailedError, LinkClosedError
+
+        try:
+            await link.connected(asyncio.get_running_loop().time() + budget)
+        except (ConnectFailedError, LinkClosedError) as exc:
+            raise MCPConnectionError(str(exc)) from None
 
     def close(self) -> None:
         """Close the session; a stdio server is asked to exit (its stdin closed), then
@@ -570,9 +578,8 @@ class _LostError(MCPConnectionError):
 async def _call_tool(link: Link, tool: str, arguments: dict[str, Any], timeout: float) -> Any:
     """On the link's loop: call `tool`, turn its result into the script's value and
     every failure into MCPToolError or MCPConnectionError with a message for the script."""
-    from pydantic import ValidationError as PydanticValidationError
-
     from mcp.shared.exceptions import MCPError
+    from pydantic import ValidationError as PydanticValidationError
 
     from ._mcp_link import ConnectFailedError, ConnectionLostError, LinkClosedError
 
@@ -617,22 +624,31 @@ def _value(v: str | EnvSecret) -> str:
     return v.resolve() if isinstance(v, EnvSecret) else v
 
 
-def mcp_bindings(
-    servers: Iterable[MCPConnection | MCPServerConfig | Mapping[str, Any]],
-    *,
-    limits: Limits | None = None,
-) -> list[Binding]:
+MCPServers = (
+    Iterable["MCPConnection | MCPServerConfig | Mapping[str, Any]"]
+    | Mapping[str, "MCPServerConfig | Mapping[str, Any]"]
+)
+
+
+def mcp_bindings(servers: MCPServers, *, limits: Limits | None = None) -> list[Binding]:
     """The bindings of several MCP servers, for frameworks' ``mcp=[...]`` parameters.
 
-    Each item is a ready `MCPConnection` (used as it is), or an `MCPServerConfig` or a
-    mapping of its keys (a connection is made for it; with `limits`, its message cap is
-    4x ``limits.max_result_bytes``). The connections live as long as the bindings.
+    `servers` is a list whose items are ready `MCPConnection` objects (used as they
+    are), `MCPServerConfig` objects or mappings of their keys; or a mapping of names to
+    configs (what `load_mcp_config` returns, or a JSON client config's ``mcpServers``).
+    A connection is made for each config; with `limits`, its message cap is 4x
+    ``limits.max_result_bytes``. The connections live as long as the bindings.
 
     Raises ConfigError for an invalid item, MCPConnectionError for a server that
     cannot be reached.
     """
+    named: list[tuple[str | None, Any]]
+    if isinstance(servers, Mapping) and not _looks_like_one_server(servers):
+        named = list(servers.items())
+    else:
+        named = [(None, item) for item in servers]
     out: list[Binding] = []
-    for item in servers:
+    for name, item in named:
         if isinstance(item, MCPConnection):
             conn = item
         elif isinstance(item, (MCPServerConfig, Mapping)):
@@ -641,7 +657,7 @@ def mcp_bindings(
                 item.model_fields_set if isinstance(item, MCPServerConfig) else raw
             ):
                 raw["max_message_bytes"] = max(1024, 4 * limits.max_result_bytes)
-            conn = MCPConnection(raw)
+            conn = MCPConnection(raw, name=name)
         else:
             raise ConfigError(
                 "mcp= takes MCPConnection objects, MCPServerConfig objects or mappings "
@@ -649,3 +665,7 @@ def mcp_bindings(
             )
         out += conn.bindings()
     return out
+
+
+def _looks_like_one_server(m: Mapping[str, Any]) -> bool:
+    return "command" in m or "url" in m

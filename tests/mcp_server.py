@@ -4,6 +4,7 @@
     python tests/mcp_server.py --http          # streamable HTTP on 127.0.0.1, a free
                                                # port, printed as "PORT <n>" on stdout
     python tests/mcp_server.py --http --json   # ... answering in JSON, not SSE
+    python tests/mcp_server.py --http --port N # on port N (to restart a server in place)
 
 Tools: read (``lookup``, ``echo``, ``search_web``), write (``add_note`` without hints,
 ``delete_notes`` destructive), erroring (``fail``), slow (``slow``, which records in
@@ -19,7 +20,7 @@ import sys
 from typing import TypedDict
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 
@@ -124,11 +125,30 @@ def die() -> str:
     os._exit(3)
 
 
-def _serve_http(json_response: bool) -> None:
+@app.tool(annotations=READ, structured_output=False)
+def die_once(marker: str) -> str:
+    """Exit in the middle of the first call (the one that creates the file `marker`);
+    answer "survived" after that."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    return "survived"
+
+
+@app.tool(annotations=READ, structured_output=False)
+def header(name: str, ctx: Context) -> str:
+    """The value of an HTTP request header this call came with ("" over stdio)."""
+    request = ctx.request_context.request
+    headers = getattr(request, "headers", None)
+    return headers.get(name, "") if headers is not None else ""
+
+
+def _serve_http(json_response: bool, port: int) -> None:
     import uvicorn
 
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     sock.listen(64)
     starlette_app = app.streamable_http_app(json_response=json_response)
     config = uvicorn.Config(starlette_app, log_level="error", lifespan="on")
@@ -139,6 +159,7 @@ def _serve_http(json_response: bool) -> None:
 
 if __name__ == "__main__":
     if "--http" in sys.argv:
-        _serve_http(json_response="--json" in sys.argv)
+        at = sys.argv.index("--port") + 1 if "--port" in sys.argv else 0
+        _serve_http(json_response="--json" in sys.argv, port=int(sys.argv[at]) if at else 0)
     else:
         app.run()
