@@ -423,3 +423,23 @@ def test_a_command_that_does_not_exist_is_a_clear_error() -> None:
     with pytest.raises(MCPConnectionError, match=r"ghost.*no such command"):
         c.bindings()
     c.close()
+
+
+def test_the_readme_mcp_example_runs_and_prints_what_it_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    import io
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("\n## MCP\n") : readme.index("\n## Command line\n")]
+    server, client = re.findall(r"```python\n(.*?)```", section, re.S)
+    (tmp_path / "weather_server.py").write_text(server, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(client, "README.md", "exec"), {"__name__": "readme"})
+    printed = out.getvalue()
+    assert "forecast(args: {\n    city: string;\n  }): Promise<{\n    city: string;" in printed
+    assert "approve save_note({'text': 'Paris 21.5, Oslo 12'})? yes\n['Paris']\n" in printed
