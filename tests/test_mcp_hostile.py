@@ -8,6 +8,7 @@ Over stdio the server is tests/mcp_hostile_server.py, which writes the bytes its
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from mcp_helpers import (
     HOSTILE,
+    PATIENCE_S,
     HttpServer,
     alive,
     children,
@@ -141,6 +143,23 @@ def test_a_server_that_dies_mid_call_fails_it_and_the_next_call_reconnects(
     assert not alive(old)
     # every server that died was reaped; the live one is the only child left
     assert wait_until(lambda: set(children()) == {new}), children()
+
+
+def test_arun_leaves_no_task_on_the_callers_loop(hostile: Hostile) -> None:
+    async def main() -> tuple[str, int]:
+        res = await hostile.sb.arun("await tools.silent({})")
+        assert res.error is not None
+        me = asyncio.current_task()
+        for _ in range(int(PATIENCE_S / 0.02)):  # the cancelled call unwinds at once
+            if asyncio.all_tasks() == {me}:
+                break
+            await asyncio.sleep(0.02)
+        return res.error.kind, len(asyncio.all_tasks() - {me})
+
+    assert asyncio.run(main()) == ("timeout", 0)
+    call_id = hostile.call_ids("silent")[-1]
+    assert wait_until(lambda: call_id in hostile.cancelled_ids())
+    assert wait_until(lambda: hostile.conn.in_flight == 0)
 
 
 def test_nothing_is_left_behind_between_runs_or_after_close(hostile: Hostile) -> None:
