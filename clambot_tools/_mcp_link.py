@@ -143,6 +143,7 @@ class Link:
         self._lock: asyncio.Lock | None = None
         self._calls: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._closing: cf.Future[None] | None = None
         self._loop = asyncio.new_event_loop()
         self._stopped = threading.Event()
         self._thread = threading.Thread(
@@ -374,27 +375,34 @@ class Link:
             self._retire(gen, force=True)
             await asyncio.wait({gen.task}, timeout=_CLOSE_S / 2)
 
-    def close(self, *, wait: bool = True) -> None:
-        """Close the session (and stop a stdio server) and the loop. With `wait`,
-        block until that is done (bounded); safe to call twice and from any thread."""
-        if self._closed:
-            if wait and threading.current_thread() is not self._thread:
-                self._stopped.wait(_CLOSE_S * 2)
-            return
+    def begin_close(self) -> cf.Future[None]:
+        """Start closing the session (and stopping a stdio server) and the loop; the
+        future is done when the session is closed. Safe to call twice, from any thread."""
+        if self._closing is not None:
+            return self._closing
         self._closed = True
         _live.discard(self)
+        closing: cf.Future[None] = cf.Future()
+        self._closing = closing
         loop = self._loop
 
         async def shutdown_then_stop() -> None:
             try:
                 await self._shutdown()
             finally:
+                closing.set_result(None)
                 loop.stop()
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown_then_stop(), loop)
         except RuntimeError:  # the loop is already gone
-            return
+            closing.set_result(None)
+        return closing
+
+    def close(self, *, wait: bool = True) -> None:
+        """`begin_close`; with `wait`, block until the session is closed and the loop's
+        thread has ended (bounded)."""
+        self.begin_close()
         if wait and threading.current_thread() is not self._thread:
             self._stopped.wait(_CLOSE_S * 2)
 

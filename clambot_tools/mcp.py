@@ -412,8 +412,12 @@ class MCPConnection:
             self._link.close(wait=True)
 
     async def aclose(self) -> None:
-        """The async twin of `close` (waits on a worker thread, not on the loop)."""
-        await asyncio.to_thread(self.close)
+        """The async twin of `close`: the caller's loop waits without being blocked."""
+        self._closed = True
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._link is not None:
+            await asyncio.wrap_future(self._link.begin_close())
 
     def __enter__(self) -> MCPConnection:
         return self.connect()
