@@ -287,8 +287,6 @@ class Link:
         from mcp import Client
         from mcp_types import Implementation
 
-        from . import __name__ as package
-
         failure: BaseException | None = None
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + timeout) as scope:
@@ -298,7 +296,7 @@ class Link:
                     client = Client(
                         transport,
                         cache=None,
-                        client_info=Implementation(name=package, version=_version()),
+                        client_info=Implementation(name="clambot-tools", version=_version()),
                     )
                     await stack.enter_async_context(client)
                     gen.pid = getattr(transport, "pid", None)

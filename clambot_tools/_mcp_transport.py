@@ -292,9 +292,9 @@ async def _stop(process: anyio.abc.Process) -> None:
     with contextlib.suppress(Exception):
         await process.stdin.aclose()
     if not await _exited(process, _EXIT_GRACE_S):
-        _signal_group(process.pid, signal.SIGTERM)
+        _signal_group(process, "SIGTERM")
         if not await _exited(process, _TERM_GRACE_S):
-            _signal_group(process.pid, signal.SIGKILL)
+            _signal_group(process, "SIGKILL")
             await _exited(process, _TERM_GRACE_S)
     if process.stdout is not None:
         with contextlib.suppress(Exception):
@@ -316,9 +316,16 @@ async def _exited(process: anyio.abc.Process, timeout: float) -> bool:
     return process.returncode is not None
 
 
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+def _signal_group(process: anyio.abc.Process, name: str) -> None:
+    """Send SIGTERM or SIGKILL to the server's process group (POSIX), or end the
+    process itself (Windows has no process groups: terminate() is a hard kill there)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError, OSError):
+        if hasattr(os, "killpg"):
+            os.killpg(process.pid, getattr(signal, name))
+        elif name == "SIGKILL":
+            process.kill()
+        else:
+            process.terminate()
 
 
 # -- streamable HTTP

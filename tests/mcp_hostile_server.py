@@ -1,7 +1,7 @@
 """A hand-written MCP server over stdio that misbehaves on purpose (no SDK: it writes
 the bytes itself).
 
-    python tests/mcp_hostile_server.py LOG [--mute]
+    python tests/mcp_hostile_server.py LOG [--mute] [--stubborn]
 
 It answers the handshake and ``tools/list``, then, by tool name:
 
@@ -15,17 +15,24 @@ It answers the handshake and ``tools/list``, then, by tool name:
 
 Every message it receives is appended to LOG (one JSON line each), so a test can see
 what the client sent: ``notifications/cancelled`` in particular. With ``--mute`` it
-answers nothing at all, not even the handshake.
+answers nothing at all, not even the handshake. With ``--stubborn`` it ignores SIGTERM,
+starts a child process of its own (tool ``child_pid`` tells its pid) and keeps running
+after its stdin closes: only a kill of its whole process group stops it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 
 LOG = sys.argv[1]
 MUTE = "--mute" in sys.argv
+STUBBORN = "--stubborn" in sys.argv
+CHILD: subprocess.Popen[bytes] | None = None
 READ = {"readOnlyHint": True}
 TOOLS = [
     {
@@ -34,7 +41,16 @@ TOOLS = [
         "inputSchema": {"type": "object", "properties": {}},
         "annotations": READ,
     }
-    for name in ("echo", "silent", "flood", "garbage", "malformed", "wrong_shape", "die")
+    for name in (
+        "echo",
+        "silent",
+        "flood",
+        "garbage",
+        "malformed",
+        "wrong_shape",
+        "die",
+        "child_pid",
+    )
 ]
 
 
@@ -71,9 +87,22 @@ def call(rid: object, name: str) -> None:
         send({"jsonrpc": "2.0", "id": rid, "result": {"content": "not a list of blocks"}})
     elif name == "die":
         os._exit(3)
+    elif name == "child_pid":
+        pid = CHILD.pid if CHILD is not None else 0
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "result": {"content": [{"type": "text", "text": str(pid)}]},
+            }
+        )
 
 
 def main() -> None:
+    global CHILD
+    if STUBBORN:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        CHILD = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     for line in sys.stdin:
         msg = json.loads(line)
         log(msg)
@@ -108,6 +137,8 @@ def main() -> None:
                     "error": {"code": -32601, "message": f"no method {method}"},
                 }
             )
+    if STUBBORN:  # stdin closed: stay anyway
+        time.sleep(600)
 
 
 if __name__ == "__main__":

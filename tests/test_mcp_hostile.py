@@ -191,6 +191,22 @@ def test_a_server_that_never_completes_the_handshake_is_a_clear_error(tmp_path: 
     c.close()
 
 
+def test_close_stops_a_server_that_ignores_eof_and_sigterm_and_its_children(
+    tmp_path: Path,
+) -> None:
+    c = MCPConnection(
+        command=sys.executable, args=[HOSTILE, str(tmp_path / "log.jsonl"), "--stubborn"]
+    )
+    server = c.connect().server_pid
+    grandchild = int(c.call("child_pid"))
+    assert server is not None and alive(server) and alive(grandchild)
+    t0 = time.monotonic()
+    c.close()  # stdin closed, 2 s, SIGTERM (ignored), 1 s, SIGKILL to the group
+    assert time.monotonic() - t0 < 4 + SLACK_S
+    assert not alive(server) and server not in children()
+    assert wait_until(lambda: not alive(grandchild))
+
+
 # -- over streamable HTTP (the FastMCP test server)
 
 
