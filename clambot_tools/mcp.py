@@ -52,7 +52,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -123,6 +123,8 @@ class MCPServerConfig(_Model):
     (streamable HTTP), and what to grant of it.
 
     Attributes:
+        type: optional, as some clients write it: ``"stdio"`` or ``"http"`` (also
+            ``"streamable-http"``, ``"streamableHttp"``); it must match the keys given.
         command: the program to run (stdio). Its ``args``, extra ``env`` (added to a
             minimal inherited environment: HOME, PATH, USER, ...) and ``cwd``.
         url: the streamable HTTP endpoint (``http`` or ``https``); ``headers`` are
@@ -138,6 +140,7 @@ class MCPServerConfig(_Model):
         max_message_bytes: the largest message read from the server (default 4 MiB).
     """
 
+    type: Literal["stdio", "http", "streamable-http", "streamableHttp"] | None = None
     command: str | None = Field(default=None, min_length=1)
     args: list[str] = []
     env: dict[str, str | EnvSecret] = {}
@@ -156,6 +159,9 @@ class MCPServerConfig(_Model):
     def _one_transport(self) -> MCPServerConfig:
         if (self.command is None) == (self.url is None):
             raise ValueError("give either command (stdio) or url (streamable HTTP)")
+        if self.type is not None and (self.type == "stdio") != (self.command is not None):
+            given = "command" if self.command is not None else "url"
+            raise ValueError(f"type {self.type!r} does not match the {given} given")
         if self.url is not None:
             if self.args or self.env or self.cwd is not None:
                 raise ValueError("args, env and cwd are for a command, not a url")

@@ -327,29 +327,29 @@ def test_async_with_block_and_arun() -> None:
 
 
 def test_a_read_call_that_lost_its_server_is_retried_on_a_new_connection(
-    tmp_path: Path,
+    conn: MCPConnection, tmp_path: Path
 ) -> None:
-    with MCPConnection(**stdio_args()) as c:  # type: ignore[arg-type]
-        first = c.server_pid
-        marker = str(tmp_path / "died")
-        res = sandbox(c, timeout_s=20).run(f"await tools.die_once({{marker: {marker!r}}})")
-        assert res.ok, res.error
-        assert res.value == "survived"
-        assert c.server_pid not in (None, first)
-        assert first is not None and wait_until(lambda: first not in children())
-
-
-def test_a_write_call_that_lost_its_server_fails_and_is_not_repeated(tmp_path: Path) -> None:
+    first = conn.server_pid
     marker = str(tmp_path / "died")
-    with MCPConnection(**stdio_args()) as c:  # type: ignore[arg-type]
-        # the same tool, granted as a write: it may have acted, so no retry
-        b = c.bindings(tools=["die_once"], effects={"die_once": ["write"]})
-        sb = Sandbox(bindings=b, policy=WRITES_OK, limits=Limits(timeout_s=20))
-        res = sb.run(f"await tools.die_once({{marker: {marker!r}}})")
-        assert res.error is not None and res.error.kind == "binding_failed"
-        assert "broke during the call" in res.error.message
-        again = sb.run(f"await tools.die_once({{marker: {marker!r}}})")
-        assert again.ok and again.value == "survived"  # the next call reconnects
+    res = sandbox(conn, timeout_s=20).run(f"await tools.die_once({{marker: {marker!r}}})")
+    assert res.ok, res.error
+    assert res.value == "survived"
+    assert conn.server_pid not in (None, first)
+    assert first is not None and wait_until(lambda: first not in children())
+
+
+def test_a_write_call_that_lost_its_server_fails_and_is_not_repeated(
+    conn: MCPConnection, tmp_path: Path
+) -> None:
+    marker = str(tmp_path / "died")
+    # the same tool, granted as a write: it may have acted, so no retry
+    b = conn.bindings(tools=["die_once"], effects={"die_once": ["write"]})
+    sb = Sandbox(bindings=b, policy=WRITES_OK, limits=Limits(timeout_s=20))
+    res = sb.run(f"await tools.die_once({{marker: {marker!r}}})")
+    assert res.error is not None and res.error.kind == "binding_failed"
+    assert "broke during the call" in res.error.message
+    again = sb.run(f"await tools.die_once({{marker: {marker!r}}})")
+    assert again.ok and again.value == "survived"  # the next call reconnects
 
 
 # -- configuration
@@ -368,6 +368,7 @@ cwd = "servers"
 env = { LOG_LEVEL = "error", API_KEY = { env = "LOCAL_KEY" } }
 
 [mcp.remote]
+type = "http"
 url = "https://mcp.example.com/mcp"
 tools = ["search"]
 effects = { search = ["read", "network"] }
@@ -395,6 +396,8 @@ Authorization = { env = "REMOTE_TOKEN", prefix = "Bearer " }
         ({"a": {"command": "x", "typo": 1}}, "mcp.a.typo: Extra inputs"),
         ({"a": {"command": "x", "effects": {"t": ["delete"]}}}, "mcp.a.effects.t.0"),
         ({"a": {"url": "http://h/mcp", "headers": {"A": {"env": ""}}}}, "mcp.a.headers.A"),
+        ({"a": {"type": "stdio", "url": "http://h/mcp"}}, "type 'stdio' does not match"),
+        ({"a": {"type": "sse", "url": "http://h/mcp"}}, "mcp.a.type: Input should be"),
     ],
 )
 def test_load_mcp_config_names_each_problem(table: dict[str, Any], problem: str) -> None:
