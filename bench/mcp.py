@@ -14,8 +14,9 @@
    puts in the model's context), for the test server and two public servers from npm
    (``@modelcontextprotocol/server-filesystem`` and ``server-memory``).
 
-Needs Node.js and npm: the tokenizer and the two servers are installed (pinned) into a
-cache directory outside the repository on first use. Print a Markdown report.
+Needs Node.js and npm: the tokenizer (the one bench/tokens.py uses) and the two
+servers are installed, pinned, into bench/.node (git-ignored) when missing. Prints a
+Markdown report.
 """
 
 from __future__ import annotations
@@ -49,11 +50,10 @@ NODE_PACKAGES = [
     "@modelcontextprotocol/server-filesystem@2026.8.31",
     "@modelcontextprotocol/server-memory@2026.8.31",
 ]
-NODE_DIR = (
-    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clambot-tools-bench" / "node"
-)
+#: shared with bench/tokens.py (`make bench` installs the tokenizer there; git-ignored)
+NODE_DIR = HERE / ".node"
 COUNT_TOKENS = """
-const {countTokens} = require("gpt-tokenizer/cjs/encoding/o200k_base");
+const {countTokens} = require("gpt-tokenizer/encoding/o200k_base");
 let s = ""; process.stdin.on("data", d => s += d).on("end", () =>
   console.log(JSON.stringify(JSON.parse(s).map(t => countTokens(t)))));
 """

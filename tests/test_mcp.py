@@ -78,13 +78,17 @@ def test_tools_keep_the_servers_names_descriptions_and_schemas(conn: MCPConnecti
     decl = sandbox(conn).describe_tools()
     # inputSchema -> arguments (with the default), outputSchema -> the result type
     assert "/** Current weather of a city. */" in decl
-    assert "lookup(args: {\n    city: string;" in decl
-    assert "days?: number;" in decl
     assert (
-        "}): Promise<{\n    city: string;\n    temp_c: number;\n    tags: string[];\n  }>;" in decl
-    )
+        "  lookup(args: {\n    city: string;\n    days?: number; // default: 1\n"
+        "  }): Promise<{ city: string; temp_c: number; tags: string[] }>;"
+    ) in decl
     # no outputSchema: the result is the text content
-    assert "echo(args: {\n    text: string;\n  }): Promise<string>;" in decl
+    assert "  echo(args: { text: string }): Promise<string>;" in decl
+    # a write (no hints) is declared as needing approval when an approver is set
+    asked = Sandbox(bindings=conn.bindings(), policy=Policy(approve=lambda r: True))
+    assert "/** Add a note (no annotations: a write). (needs approval) */" in (
+        asked.describe_tools()
+    )
 
 
 def test_structured_content_is_the_value_and_text_otherwise(conn: MCPConnection) -> None:
@@ -444,5 +448,5 @@ def test_the_readme_mcp_example_runs_and_prints_what_it_says(
     with contextlib.redirect_stdout(out):
         exec(compile(client, "README.md", "exec"), {"__name__": "readme"})
     printed = out.getvalue()
-    assert "forecast(args: {\n    city: string;\n  }): Promise<{\n    city: string;" in printed
+    assert "forecast(args: { city: string }): Promise<{ city: string; temp_c: number }>;" in printed
     assert "approve save_note({'text': 'Paris 21.5, Oslo 12'})? yes\n['Paris']\n" in printed

@@ -80,7 +80,7 @@ def test_agent_loop_with_an_mcp_server_from_its_config() -> None:
     js = SandboxedJSTool(mcp=[STDIO], policy=Policy(approve=approver(asked)))
     # the model learns the server's tools from the tool's description
     assert "lookup(args: {" in js.description and "Promise<string>" in js.description
-    assert "(effects: write)" in js.description
+    assert "add_note(args: { text: string }): Promise<string>;" in js.description
     check(run_agent(js), asked)
 
 

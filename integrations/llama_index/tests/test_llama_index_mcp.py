@@ -48,7 +48,9 @@ def test_function_agent_calls_an_mcp_servers_tools_from_javascript() -> None:
     script = Script(
         lambda m: FunctionCalling.call("run_js_sandboxed", code=FAILING), repair, answer
     )
-    agent = FunctionAgent(tools=[*spec.to_tool_list()], llm=script.llm())
+    agent = FunctionAgent(
+        tools=[*spec.to_tool_list()], llm=script.llm(), system_prompt=spec.system_prompt()
+    )
 
     async def main() -> tuple[Any, list[ToolCallResult]]:
         handler = agent.run(user_msg="Weather in Lima? Note it.")
@@ -58,8 +60,11 @@ def test_function_agent_calls_an_mcp_servers_tools_from_javascript() -> None:
     out, results = asyncio.run(main())
     assert script.done
     assert str(out.response.content) == "22.5 °C in Lima (1 notes)."
+    # the tool's description names the server's tools; the system prompt declares them
     shown = FunctionCalling.tools_shown(script)
-    assert "lookup(args: {" in shown and "add_note(args: {" in shown
+    assert "lookup" in shown and "add_note" in shown
+    prompt = str(script.calls[0][0][0].content)
+    assert "lookup(args: {" in prompt and "add_note(args: { text: string })" in prompt
     failed, ok = (r.tool_output for r in results)
     assert failed.is_error is True
     assert isinstance(ok.raw_output, RunResult) and ok.raw_output.value == {
