@@ -653,8 +653,10 @@ def mcp_bindings(servers: MCPServers, *, limits: Limits | None = None) -> list[B
     cannot be reached.
     """
     named: list[tuple[str | None, Any]]
-    if isinstance(servers, Mapping) and not _looks_like_one_server(servers):
-        named = list(servers.items())
+    if isinstance(servers, Mapping):
+        # one server's config, or names -> configs
+        one = _looks_like_one_server(servers)
+        named = [(None, servers)] if one else list(servers.items())
     else:
         named = [(None, item) for item in servers]
     out: list[Binding] = []

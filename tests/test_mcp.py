@@ -423,6 +423,9 @@ def test_mcp_bindings_connects_configs_by_name() -> None:
     assert [b.name for b in bindings] == ["t_echo"]
     res = Sandbox(bindings=bindings).run("await tools.t_echo({text: 'named'})")
     assert res.ok and res.value == "named"
+    # one server's config on its own is one server, not a mapping of names
+    alone = mcp_bindings({"command": sys.executable, "args": [SERVER], "tools": ["pid"]})
+    assert [b.name for b in alone] == ["pid"]
 
 
 def test_a_command_that_does_not_exist_is_a_clear_error() -> None:
