@@ -150,6 +150,11 @@ class SandboxedJSTool(BaseTool):
             or any other) becomes a JS Error with its message.
         bindings: ClamBot bindings (``binding(...)`` objects, plain callables, the
             ``clambot_tools.stdlib`` ones) granted as they are.
+        mcp: MCP servers whose tools are granted under their own names (needs
+            ``clambot-tools[mcp]``): ``clambot_tools.mcp.MCPConnection`` objects, or
+            configs (``{"command": ..., "args": [...]}``, ``{"url": ..., "headers":
+            {...}}``, or a mapping of names to them, as MCP clients list servers).
+            Effects come from each tool's annotations (see ``clambot_tools.mcp``).
         effects: effects of LangChain tools by name, e.g. ``{"refund": ["write"]}``
             (default ``("read",)``), for ``Policy.deny_effects`` and approvals.
         limits: limits of each run (default ``Limits()``: 5 s, 64 MiB).
@@ -193,6 +198,7 @@ class SandboxedJSTool(BaseTool):
             name, ``effects`` names a tool that is not granted, or a limit or policy is
             invalid, or ``sessions=True`` with ``response_format="content_and_artifact"``,
             or ``snapshot_key`` is too short.
+        MCPConnectionError: an MCP server in `mcp` cannot be reached.
         GuestUnavailableError: ClamBot's compiled guest is missing.
         ImportError: ``sessions=True`` without LangGraph installed.
     """
@@ -231,6 +237,7 @@ class SandboxedJSTool(BaseTool):
         audit: AuditLog | None = None,
         result_shapes: ResultShapes | bool = False,
         snapshot_key: bytes | str | None = None,
+        mcp: Sequence[Any] | Mapping[str, Any] = (),
         **kwargs: Any,
     ) -> None:
         limits = limits if limits is not None else Limits()
@@ -251,6 +258,10 @@ class SandboxedJSTool(BaseTool):
             for t in tool_list
         )
         plain = tuple(binding(b) for b in bindings)
+        if mcp:
+            from clambot_tools.mcp import mcp_bindings
+
+            plain += tuple(mcp_bindings(mcp, limits=limits))
         shapes = ResultShapes() if result_shapes is True else result_shapes or None
         # The template sandbox checks names, effects and the guest, and describes `tools`.
         template = Sandbox(

@@ -395,7 +395,12 @@ class ClamBotToolSpec(BaseToolSpec):
         policy: the sandbox's policy (allow-list, denied effects, approval...).
         audit: where the sandbox writes its audit records (see ``Sandbox``).
         sandbox: a ready ``Sandbox`` to use instead; then `tools`, `limits`, `policy`,
-            `audit` and `result_shapes` must be left out.
+            `audit`, `result_shapes` and `mcp` must be left out.
+        mcp: MCP servers whose tools are granted under their own names (needs
+            ``clambot-tools[mcp]``): ``clambot_tools.mcp.MCPConnection`` objects, or
+            configs (``{"command": ..., "args": [...]}``, ``{"url": ..., "headers":
+            {...}}``, or a mapping of names to them, as MCP clients list servers).
+            Effects come from each tool's annotations (see ``clambot_tools.mcp``).
         max_output_chars: about how long the text a run becomes may be.
         result_shapes: learn the shapes of the tools' results (never their values) from
             real calls (True, or a ``ResultShapes`` to share), for tools whose result
@@ -405,6 +410,7 @@ class ClamBotToolSpec(BaseToolSpec):
         ConfigError: `sandbox` given together with other sandbox settings; a tool that
             cannot be granted (see `binding_from_tool`); two tools sharing a name.
         GuestUnavailableError: the sandbox's compiled guest is missing or does not load.
+        MCPConnectionError: an MCP server in `mcp` cannot be reached.
     """
 
     def __init__(
@@ -417,19 +423,24 @@ class ClamBotToolSpec(BaseToolSpec):
         sandbox: Sandbox | None = None,
         max_output_chars: int = DEFAULT_MAX_CHARS,
         result_shapes: ResultShapes | bool = False,
+        mcp: Sequence[Any] | Mapping[str, Any] = (),
     ) -> None:
         """Build the sandbox (or take `sandbox`); see the class doc for the arguments."""
         granted = [_as_binding(t) for t in tools]
         if sandbox is not None:
             others = (limits, policy, audit)
-            if granted or any(x is not None for x in others) or result_shapes is not False:
+            if granted or mcp or any(x is not None for x in others) or result_shapes is not False:
                 raise ConfigError(
-                    "pass either sandbox= or tools/limits/policy/audit/result_shapes, not both"
+                    "pass either sandbox= or tools/mcp/limits/policy/audit/result_shapes, not both"
                 )
             if not isinstance(sandbox, Sandbox):
                 raise ConfigError("sandbox must be a clambot_tools.Sandbox")
             self._sandbox = sandbox
         else:
+            if mcp:
+                from clambot_tools.mcp import mcp_bindings
+
+                granted += mcp_bindings(mcp, limits=limits)
             self._sandbox = Sandbox(
                 bindings=granted,
                 limits=limits,
