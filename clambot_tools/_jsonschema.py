@@ -10,8 +10,10 @@ Checked: ``type`` (``integer`` is a whole number, booleans are never numbers),
 and ``prefixItems``, ``anyOf``/``oneOf``/``allOf``, ``$ref`` into ``$defs`` or
 ``definitions``, numeric bounds and string/array lengths. Not checked (the tool
 itself still may): ``pattern``, ``format`` and other keywords. A schema's
-``additionalProperties`` defaults to *refusing* unknown fields on the top-level object,
-as a native binding does; nested objects follow their schema.
+``additionalProperties`` defaults to *refusing* unknown fields on a top-level object
+that declares its properties, as a native binding does; a top-level object with no
+properties takes any (it is declared ``Record<string, unknown>``); nested objects follow
+their schema.
 """
 
 from __future__ import annotations
@@ -134,7 +136,9 @@ class _Checker:
         for name in required if isinstance(required, list) else ():
             if name not in value:
                 self.add(_join(path, name), "Field required")
-        extra = schema.get("additionalProperties", False if depth == 0 else True)
+        # the arguments object of a tool that declares its fields is closed unless it
+        # says otherwise; one that declares none (`{"type": "object"}`) takes any
+        extra = schema.get("additionalProperties", not (depth == 0 and props))
         for name, item in value.items():
             if name in props:
                 self.check(props[name], item, _join(path, name), depth + 1)

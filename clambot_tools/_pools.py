@@ -48,8 +48,12 @@ def background_loop() -> asyncio.AbstractEventLoop:
 
     def make() -> asyncio.AbstractEventLoop:
         import asyncio
+        import contextvars
 
-        loop = asyncio.new_event_loop()
+        # made in an empty context: the loop's own handles (its self-pipe reader) keep
+        # the context they were made in, which must not be the first caller's (a
+        # LangGraph run's, say) for the life of the process
+        loop = contextvars.Context().run(asyncio.new_event_loop)
         threading.Thread(target=loop.run_forever, name="clambot-async", daemon=True).start()
         return loop
 

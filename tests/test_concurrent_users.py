@@ -127,3 +127,39 @@ def test_a_flooding_script_does_not_starve_another_sandbox() -> None:
     while running and time.monotonic() < stop_by:
         time.sleep(0.002)
     assert running == 0, f"{running} calls of the hostile run still running 100 ms later"
+
+
+def test_the_background_loop_keeps_no_callers_context() -> None:
+    # The private loop for async bindings of sync runs is made on first use, inside
+    # whatever context the first caller had (a LangGraph run's, holding its graph):
+    # the loop must not keep that context alive for the life of the process.
+    import subprocess
+    import sys
+
+    code = """
+import contextvars, gc, weakref
+from clambot_tools import Sandbox
+
+class Big:
+    pass
+
+var = contextvars.ContextVar("run_state")
+big = Big()
+ref = weakref.ref(big)
+
+async def ping() -> str:
+    return "pong"
+
+def first_run() -> str:
+    var.set(big)
+    return Sandbox(bindings=[ping]).run("await tools.ping()").value
+
+ctx = contextvars.copy_context()
+assert ctx.run(first_run) == "pong"
+del ctx, big
+gc.collect()
+print("collected" if ref() is None else "kept alive")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "collected"

@@ -111,3 +111,11 @@ def test_the_call_context_is_cancelled_when_the_run_ends_first() -> None:
     assert res.error is not None and res.error.kind == "timeout"
     assert contexts and contexts[0].cancelled and contexts[0].remaining() == 0
     assert hooked == ["cancelled"]
+
+
+def test_an_object_schema_without_properties_takes_any_arguments() -> None:
+    # declared `args?: Record<string, unknown>`: the validation must agree
+    b = binding(_echo, name="free", json_schema={"type": "object"})
+    sb = Sandbox(bindings=[b])
+    assert "free(args?: Record<string, unknown>)" in sb.describe_tools()
+    assert sb.run("await tools.free({a: 1, b: [2]})").value == {"a": 1, "b": [2]}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures as cf
 import dataclasses
 import functools
 import inspect
@@ -220,7 +221,8 @@ class Relay:
 
         With `either`, the current run's binding may be sync or async (a LangChain tool,
         bound for ``invoke`` or ``ainvoke``): the relay is async, and runs a sync one on
-        the event loop's executor.
+        a pool of this package's own (never the event loop's default executor, which
+        the application and LangChain's own sync tools need).
         """
         name = b.name
         if b.is_async or either:
@@ -230,7 +232,8 @@ class Relay:
                 if cur.is_async:
                     return await cur.func(**kwargs)
                 loop = asyncio.get_running_loop()
-                return await loop.run_in_executor(None, functools.partial(cur.func, **kwargs))
+                call = functools.partial(cur.func, **kwargs)
+                return await loop.run_in_executor(_relay_pool(), call)
 
             return dataclasses.replace(b, func=acall, is_async=True)
 
@@ -238,6 +241,19 @@ class Relay:
             return self._current(name).func(**kwargs)
 
         return dataclasses.replace(b, func=call, is_async=False)
+
+
+_pool: cf.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _relay_pool() -> cf.ThreadPoolExecutor:
+    """Threads for sync tools called through a session's relay (made on first use)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = cf.ThreadPoolExecutor(256, thread_name_prefix="clambot-lc-relay")
+        return _pool
 
 
 def _once(answer: Any) -> Any:
