@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._annotations import result_schema, return_annotation
 from ._bindings import Binding
+from ._jsonschema import resolve_ref
 
 if TYPE_CHECKING:
     from ._policy import Policy
@@ -123,15 +124,7 @@ class _Reader:
         self.memo: dict[str, Node] = {}
 
     def resolve(self, ref: str) -> Any:
-        if not ref.startswith("#/"):
-            return None
-        node: Any = self.root
-        for part in ref[2:].split("/"):
-            part = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
-        return node
+        return resolve_ref(self.root, ref)
 
     def read(self, schema: Any, hint: str, depth: int = 0) -> Node:
         if not isinstance(schema, dict) or not schema or depth > 40:

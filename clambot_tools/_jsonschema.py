@@ -70,14 +70,7 @@ class _Checker:
             self.problems.append(f"{path or '(arguments)'}: {message}")
 
     def resolve(self, ref: str) -> dict[str, Any] | None:
-        if not ref.startswith("#/"):
-            return None
-        node: Any = self.root
-        for part in ref[2:].split("/"):
-            part = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(node, dict) or part not in node:
-                return None
-            node = node[part]
+        node = resolve_ref(self.root, ref)
         return node if isinstance(node, dict) else None
 
     def valid(self, schema: Any, value: Any, depth: int) -> bool:
@@ -205,6 +198,19 @@ def _value_problem(schema: dict[str, Any], value: Any) -> str | None:
         if not any(_type_ok(t, value) for t in types if isinstance(t, str)):
             return f"must be {' or '.join(str(t) for t in types)}, not {_js_name(value)}"
     return None
+
+
+def resolve_ref(root: Any, ref: str) -> Any:
+    """What a local JSON pointer (``#/$defs/Order``) points at in `root`, or None."""
+    if not ref.startswith("#/"):
+        return None
+    node: Any = root
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _join(path: str, name: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from typing import Any
 
 from clambot_tools import CallContext, ConfigError, Limits, Sandbox, binding, current_call
@@ -97,18 +97,20 @@ def test_a_binding_sees_its_call_context_and_deadline() -> None:
 def test_the_call_context_is_cancelled_when_the_run_ends_first() -> None:
     contexts: list[CallContext] = []
     hooked: list[str] = []
+    released = threading.Event()
 
     def slow() -> None:
         ctx = current_call()
         assert ctx is not None
         contexts.append(ctx)
         ctx.on_cancel(lambda: hooked.append("cancelled"))
-        while not ctx.cancelled:
-            time.sleep(0.01)
+        ctx.on_cancel(released.set)
+        released.wait(30)  # a binding that waits for its run to end
 
     sb = Sandbox(bindings=[slow], limits=Limits(timeout_s=0.3))
     res = sb.run("await tools.slow()")
     assert res.error is not None and res.error.kind == "timeout"
+    assert released.wait(10)
     assert contexts and contexts[0].cancelled and contexts[0].remaining() == 0
     assert hooked == ["cancelled"]
 
