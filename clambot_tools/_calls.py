@@ -16,7 +16,9 @@ a sync call that finished after its run.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextvars
 import inspect
+import os
 import threading
 import time
 from collections import deque
@@ -24,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import _jsonsafe, _wording
+from . import _jsonsafe, _telemetry, _wording
 from ._abi import Resolve
 from ._audit import AuditLog, canonical_digest, digest
 from ._bindings import Binding, BindingArgumentError, to_json_bytes
@@ -78,6 +80,9 @@ class CallSetup:
     discovery: Discovery | None = None
     #: where successful results' shapes are learned (Sandbox(result_shapes=...))
     shapes: ResultShapes | None = None
+    #: ids of the Sandbox and of the Session (None for plain runs), for traces
+    sandbox_id: str = field(default_factory=lambda: os.urandom(8).hex())
+    session_id: str | None = None
 
     def is_fast(self, b: Binding) -> bool:
         t = self.timing.get(b.name)
@@ -118,6 +123,7 @@ class _Call:
         "recorded",
         "request",
         "started",
+        "trace",
     )
 
     def __init__(
@@ -135,6 +141,7 @@ class _Call:
         self.phase = _QUEUED
         self.recorded = False
         self.lock = threading.Lock()
+        self.trace: _telemetry.CallTrace | None = None
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000
@@ -173,6 +180,8 @@ class Dispatcher:
         self._code_sha256: str | None = None
         self._closed = False
         self._cap = setup.limits.max_concurrent_calls
+        #: the run's span and metrics (None when OpenTelemetry is not configured)
+        self.trace: _telemetry.RunTrace | None = None
 
     @property
     def code_sha256(self) -> str:
@@ -212,6 +221,8 @@ class Dispatcher:
             message = f"invalid arguments for {_wording.tool_ref(b.name)}: not JSON data"
             return self._refuse(call_id, b, data, Resolve.BAD_ARGS, message, "invalid_args")
         call = _Call(call_id, b, data, kwargs, self.deadline)
+        if self.trace is not None:
+            call.trace = self.trace.call(b.name, b.description, call_id)
         if policy.needs_approval(b):
             if b.name in self.setup.approvals:
                 call.decision = "approved_for_session"
@@ -260,7 +271,7 @@ class Dispatcher:
         t0 = time.perf_counter()
         token = enter_call(call.ctx)
         try:
-            value = b.func(**call.kwargs)
+            value = _telemetry.call_context(call.trace).run(b.func, **call.kwargs)
         except TransientError:
             self.setup.timing.pop(b.name, None)  # retries belong on the pool
             call.attempts = 0
@@ -296,13 +307,16 @@ class Dispatcher:
         while self._queued and len(self._running) < self._cap and not self._closed:
             call = self._queued.popleft()
             fut: cf.Future[Answer]
+            # the call runs in a copy of the run's context, its span current
+            context = _telemetry.call_context(call.trace)
             if call.binding.is_async:
                 import asyncio
 
                 loop = self.loop or background_loop()
-                fut = asyncio.run_coroutine_threadsafe(self._call_async(call), loop)
+                coro = self._call_async(call)
+                fut = context.run(asyncio.run_coroutine_threadsafe, coro, loop)
             else:
-                fut = call_pool().submit(self._call_sync, call)
+                fut = call_pool().submit(context.run, self._call_sync, call)
             self._running[fut] = call
 
     def wait(self, timeout: float, *, wake: cf.Future[None] | None = None) -> bool:
@@ -369,6 +383,7 @@ class Dispatcher:
 
     def _decide(self, call: _Call, answer: Any) -> None:
         """Apply an approver's answer; stop the call unless it is a yes."""
+        _telemetry.answered(call.trace)
         if answer is True or answer == Approval.ALLOW_ONCE:
             call.decision = "approved"
         elif answer == Approval.ALLOW_SESSION:
@@ -386,6 +401,7 @@ class Dispatcher:
         raise _Stop(Resolve.DENIED, _call_payload(call, message))
 
     def _approver_failed(self, call: _Call, exc: BaseException) -> None:
+        _telemetry.answered(call.trace)
         import logging
 
         logging.getLogger("clambot_tools").warning(
@@ -433,6 +449,7 @@ class Dispatcher:
             call.ctx.cancel()
 
     def _ask_sync(self, call: _Call, request: ApprovalRequest) -> Any:
+        _telemetry.asking(call.trace)
         approve = self.setup.policy.approve
         assert approve is not None
         try:
@@ -506,13 +523,15 @@ class Dispatcher:
     async def _ask_async(self, call: _Call, request: ApprovalRequest) -> Any:
         import asyncio
 
+        _telemetry.asking(call.trace)
         approve = self.setup.policy.approve
         assert approve is not None
         try:
             if inspect.iscoroutinefunction(approve):
                 return await approve(request)
             loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(call_pool(), approve, request)
+            context = contextvars.copy_context()
+            answer = await loop.run_in_executor(call_pool(), context.run, approve, request)
             if inspect.isawaitable(answer):
                 answer = await answer
             return answer
@@ -555,6 +574,7 @@ class Dispatcher:
                     call.elapsed_ms(),
                     call.attempts,
                     after_run=self._closed,
+                    trace=call.trace,
                 )
         return answer
 
@@ -575,6 +595,7 @@ class Dispatcher:
             outcome,
             call.elapsed_ms(),
             call.attempts,
+            trace=call.trace,
         )
 
     def _audit(
@@ -588,7 +609,10 @@ class Dispatcher:
         *,
         event: str = "call",
         after_run: bool = False,
+        trace: _telemetry.CallTrace | None = None,
     ) -> None:
+        if self.trace is not None and event == "call":  # the call's span ends with its record
+            self.trace.call_done(trace, name, decision, outcome, duration_ms, attempts, after_run)
         audit = self.setup.audit
         if audit is None:
             return

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from . import _outcome
+from . import _outcome, _telemetry
 from ._audit import AuditLog, digest
 from ._calls import CallSetup, Dispatcher
 from ._driver import HARD_GRACE_S, Driver, Ending, Logs
@@ -150,6 +151,11 @@ class Job:
         self.host = host
         self.loop = loop
         self.run_id = os.urandom(8).hex()
+        #: the caller's context variables: the run and its tool calls run in copies of
+        #: it (as asyncio tasks do), so its current span, request-scoped variables and
+        #: a framework's run state reach the bindings
+        self.context = contextvars.copy_context()
+        self.trace = _telemetry.start_run(self.run_id)  # the caller's span is the parent
         self._lock = threading.Lock()
         self._driver: Driver | None = None
         self._cancelled = False
@@ -190,6 +196,7 @@ class Job:
         calls = Dispatcher(
             self.setup, code=self.code, run_id=self.run_id, deadline=deadline, loop=self.loop
         )
+        calls.trace = self.trace
         self._calls = calls
         ending: Ending | None = None
         try:
@@ -232,16 +239,29 @@ class Job:
         return result
 
     def _audit_run(self, result: RunResult, outcome: str | None = None) -> None:
+        outcome = outcome or ("ok" if result.error is None else result.error.kind)
         audit: AuditLog | None = self.setup.audit
-        if audit is None:
+        if audit is None and self.trace is None:
             return
         calls = self._calls
+        code_sha256 = calls.code_sha256 if calls is not None else digest(self.code)
+        if self.trace is not None:
+            setup = self.setup
+            self.trace.end(
+                result,
+                outcome,
+                code_sha256=code_sha256,
+                sandbox_id=setup.sandbox_id,
+                session_id=setup.session_id,
+            )
+        if audit is None:
+            return
         audit.emit(
             {
                 "event": "run",
                 "run_id": self.run_id,
-                "code_sha256": calls.code_sha256 if calls is not None else digest(self.code),
-                "outcome": outcome or ("ok" if result.error is None else result.error.kind),
+                "code_sha256": code_sha256,
+                "outcome": outcome,
                 "duration_ms": round(result.stats.duration_ms, 3),
                 "binding_calls": result.stats.binding_calls,
                 "memory_bytes": result.stats.memory_bytes,
@@ -266,7 +286,7 @@ class Job:
     def in_thread(self) -> RunResult:
         """`execute` on a package thread, the caller waiting at most the deadline plus
         a grace. A KeyboardInterrupt here cancels the run, then propagates."""
-        fut = run_pool().submit(self.execute)
+        fut = run_pool().submit(self.context.run, self.execute)
         try:
             return fut.result(timeout=self._wait_budget())
         except cf.TimeoutError:
@@ -284,7 +304,7 @@ class Job:
         the run (see the module doc) and re-raises CancelledError."""
         import asyncio
 
-        fut = asyncio.wrap_future(run_pool().submit(self.execute))
+        fut = asyncio.wrap_future(run_pool().submit(self.context.run, self.execute))
         try:
             done, _ = await asyncio.wait({fut}, timeout=self._wait_budget())
         except asyncio.CancelledError:
