@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
@@ -66,7 +67,9 @@ class Session:
         self._sb = sb
         self._lock = threading.Lock()
         self._closed = False
-        self._setup: CallSetup = replace(sb._setup, approvals=ApprovalMemory())
+        self._setup: CallSetup = replace(
+            sb._setup, approvals=ApprovalMemory(), session_id=os.urandom(8).hex()
+        )
         self._guest = _new_guest(sb.limits)
         self._checkpoint: tuple[int, bytes] | None = None
         if memory is not None:  # a fresh instance holds the start image: patch it
