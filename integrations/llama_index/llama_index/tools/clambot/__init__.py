@@ -16,6 +16,7 @@ from .base import (
     binding_from_tool,
 )
 from .formatting import DEFAULT_MAX_CHARS, cap, format_run_result, strip_code_fences
+from .tracing import ScriptToolCall, ScriptToolCallResult
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
@@ -23,6 +24,8 @@ __all__ = [
     "ClamBotTool",
     "ClamBotToolSpec",
     "RunJsSandboxedArgs",
+    "ScriptToolCall",
+    "ScriptToolCallResult",
     "ToolCallError",
     "binding_from_tool",
     "cap",

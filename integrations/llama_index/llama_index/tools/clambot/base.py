@@ -40,6 +40,7 @@ from llama_index.core.workflow import Context
 from pydantic import BaseModel, Field
 
 from .formatting import DEFAULT_MAX_CHARS, format_run_result, strip_code_fences
+from .tracing import acall_tool, call_tool, script_run
 
 #: the name of the tool `ClamBotToolSpec.to_tool_list` returns
 TOOL_NAME = "run_js_sandboxed"
@@ -251,21 +252,24 @@ def binding_from_tool(
         function_tool = tool
 
         def call_sync_tool(**kwargs: Any) -> Any:
-            return _script_value(function_tool.call(**_plain(kwargs)))
+            args = _plain(kwargs)
+            return _script_value(call_tool(bname, args, lambda: function_tool.call(**args)))
 
         func = call_sync_tool
     elif isinstance(tool, AsyncBaseTool):
         async_tool = tool
 
         async def call_async_tool(**kwargs: Any) -> Any:
-            return _script_value(await async_tool.acall(**_plain(kwargs)))
+            args = _plain(kwargs)
+            return _script_value(await acall_tool(bname, args, lambda: async_tool.acall(**args)))
 
         func = call_async_tool
     else:
         plain_tool = tool
 
         def call_plain_tool(**kwargs: Any) -> Any:
-            return _script_value(plain_tool(**_plain(kwargs)))
+            args = _plain(kwargs)
+            return _script_value(call_tool(bname, args, lambda: plain_tool(**args)))
 
         func = call_plain_tool
     func.__name__ = bname if bname.isidentifier() else "tool"
@@ -366,7 +370,8 @@ class ClamBotTool(FunctionTool):
         code = _code_argument(args, kwargs)
         if code is None:
             return self._bad_call(args, kwargs)
-        return self._finish(super().call(code=code), code)
+        with script_run(self.metadata.get_name()):  # the tools it calls stream their events
+            return self._finish(super().call(code=code), code)
 
     async def acall(self, *args: Any, **kwargs: Any) -> ToolOutput:
         """The async twin of `call`: the script runs with ``Sandbox.arun``, so async
@@ -374,7 +379,8 @@ class ClamBotTool(FunctionTool):
         code = _code_argument(args, kwargs)
         if code is None:
             return self._bad_call(args, kwargs)
-        return self._finish(await super().acall(code=code), code)
+        with script_run(self.metadata.get_name()):  # the tools it calls stream their events
+            return self._finish(await super().acall(code=code), code)
 
 
 class ClamBotToolSpec(BaseToolSpec):
