@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from ._ledger import Outcome, TaskRun, canonical_json, task_run_of
+from ._tracing import with_current_span
 
 
 @functools.lru_cache(maxsize=1)
@@ -185,7 +186,7 @@ class RunState:
         """Call `func(**kwargs)` in a copy of the run's context; an interrupt it raises
         pauses the run and the script sees RunPaused. Other exceptions propagate."""
         try:
-            return self.context.copy().run(func, **kwargs)
+            return with_current_span(self.context.copy()).run(func, **kwargs)
         except bubble_up_types() as exc:
             self.pause(exc)
             raise RunPaused("the run is paused for a human") from None
@@ -196,7 +197,8 @@ class RunState:
         whatever it raises."""
         if sys.version_info >= (3, 11) and asyncio.iscoroutine(awaitable):
             loop = asyncio.get_running_loop()
-            return await loop.create_task(awaitable, context=self.context.copy())
+            context = with_current_span(self.context.copy())
+            return await loop.create_task(awaitable, context=context)
         return await awaitable
 
     async def run_async(self, awaitable: Awaitable[Any]) -> Any:

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures as cf
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -232,7 +233,8 @@ class Relay:
                 if cur.is_async:
                     return await cur.func(**kwargs)
                 loop = asyncio.get_running_loop()
-                call = functools.partial(cur.func, **kwargs)
+                # in a copy of this context: the tool call's span stays current
+                call = functools.partial(contextvars.copy_context().run, cur.func, **kwargs)
                 return await loop.run_in_executor(_relay_pool(), call)
 
             return dataclasses.replace(b, func=acall, is_async=True)

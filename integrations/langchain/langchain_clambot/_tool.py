@@ -53,6 +53,7 @@ from ._sessions import (
     Where,
     acquire,
 )
+from ._tracing import tool_span_current
 
 logger = logging.getLogger("langchain_clambot")
 
@@ -476,12 +477,13 @@ class SandboxedJSTool(BaseTool):
         """
         script = strip_code_fences(code)
         state = self._state(config, run_manager, script, tool_call_id, stored_approvals)
-        if self.sessions:
-            return self._run_session(script, state, config, stored_session, tool_call_id)
-        try:
-            result = self._sandbox(state, use_async=False).run(script)
-        except Exception as exc:
-            raise self._internal(exc) from exc
+        with tool_span_current(run_manager):  # the run's span goes under this tool's
+            if self.sessions:
+                return self._run_session(script, state, config, stored_session, tool_call_id)
+            try:
+                result = self._sandbox(state, use_async=False).run(script)
+            except Exception as exc:
+                raise self._internal(exc) from exc
         return self._respond(state, script, result)
 
     async def _arun(
@@ -502,12 +504,13 @@ class SandboxedJSTool(BaseTool):
         """
         script = strip_code_fences(code)
         state = self._state(config, run_manager, script, tool_call_id, stored_approvals)
-        if self.sessions:
-            return await self._arun_session(script, state, config, stored_session, tool_call_id)
-        try:
-            result = await self._sandbox(state, use_async=True).arun(script)
-        except Exception as exc:
-            raise self._internal(exc) from exc
+        with tool_span_current(run_manager):  # the run's span goes under this tool's
+            if self.sessions:
+                return await self._arun_session(script, state, config, stored_session, tool_call_id)
+            try:
+                result = await self._sandbox(state, use_async=True).arun(script)
+            except Exception as exc:
+                raise self._internal(exc) from exc
         return self._respond(state, script, result)
 
     # -- sessions (sessions=True)
