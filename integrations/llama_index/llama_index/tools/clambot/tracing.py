@@ -75,15 +75,19 @@ class _ScriptRun:
             running = None
         try:
             if running is self.loop:
-                self.ctx.write_event_to_stream(event)
+                self._emit_open(event)
             else:
                 self.loop.call_soon_threadsafe(self._emit_open, event)
-        except RuntimeError:  # the loop is closed, or the workflow no longer runs
+        except RuntimeError:  # the loop is closed
             self.open = False
 
     def _emit_open(self, event: ToolCall | ToolCallResult) -> None:
-        if self.open:
+        if not self.open:
+            return
+        try:
             self.ctx.write_event_to_stream(event)
+        except Exception:  # noqa: BLE001 - the workflow no longer streams: the call goes on
+            self.open = False
 
 
 _script_run: ContextVar[_ScriptRun | None] = ContextVar("clambot_script_run", default=None)
