@@ -8,6 +8,7 @@ ambient authority: the only things a script can reach are the bindings you grant
     [2, 4, 6]
 """
 
+import importlib
 from typing import Any
 
 from ._audit import AuditLog
@@ -31,6 +32,13 @@ from ._sandbox import Sandbox
 from ._session import Session
 from ._shapes import ResultShapes
 from ._snapshot import local_snapshot_key
+
+
+def __getattr__(name: str) -> Any:
+    """`clambot_tools.render` is imported when first used (not at startup)."""
+    if name == "render":
+        return importlib.import_module(f"{__name__}.render")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -69,4 +77,5 @@ __all__ = [
     "binding",
     "current_call",
     "local_snapshot_key",
+    "render",
 ]

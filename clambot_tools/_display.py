@@ -22,15 +22,12 @@ where the script was stopped, not a mistake (the stack, folded, still says where
 from __future__ import annotations
 
 import html
-import json
 import re
-import unicodedata
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from ._result import LogEntry, RunError, RunResult, RunStats
-from ._text import cap as _cap
-from ._text import visible as _visible
+from . import render
+from .render import cap, frame_of, visible, where
 
 #: default cap on the characters of the pretty-printed value
 MAX_VALUE_CHARS = 20_000
@@ -38,12 +35,7 @@ MAX_VALUE_CHARS = 20_000
 MAX_LOGS = 200
 #: characters shown of one log message, of an error message and of a stack
 MAX_MESSAGE_CHARS = 4_000
-#: characters of a source line shown in the code frame (a window around the column)
-MAX_LINE_CHARS = 120
-#: source lines shown before the failing one
-CONTEXT_LINES = 2
 
-_JS_LINE_BREAK = re.compile(r"\r\n|[\n\r\u2028\u2029]")
 _BACKTICKS = re.compile(r"`+")
 _MD_PUNCT = re.compile(r"([!-/:-@\[-`{-~])")
 
@@ -58,14 +50,48 @@ _OK_COLOR = "#2e7d32"
 _ERR_COLOR = "#c62828"
 
 
+class _Stats(Protocol):
+    @property
+    def duration_ms(self) -> float: ...
+    @property
+    def memory_bytes(self) -> int | None: ...
+    @property
+    def binding_calls(self) -> int: ...
+    @property
+    def fuel_used(self) -> int | None: ...
+
+
+class _Log(Protocol):
+    @property
+    def level(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+class _Shown(Protocol):
+    """What is shown of a RunResult (read through these fields only, so this module
+    needs nothing from ``_result``, which calls it for Jupyter)."""
+
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def logs(self) -> Sequence[_Log]: ...
+    @property
+    def error(self) -> render._Error | None: ...
+    @property
+    def stats(self) -> _Stats: ...
+
+
 def _h(text: str) -> str:
     """Untrusted text made safe for HTML (element content or a quoted attribute)."""
-    return html.escape(_visible(text), quote=True)
+    return html.escape(visible(text), quote=True)
 
 
 def _md_inline(text: str) -> str:
     """Untrusted text made safe for inline Markdown: one line, no markup, no HTML."""
-    one_line = _visible(text, keep_newlines=False)
+    one_line = visible(text, keep_newlines=False)
     return _MD_PUNCT.sub(r"\\\1", one_line)
 
 
@@ -82,98 +108,25 @@ def _md_fence(text: str, info: str = "") -> str:
 
 def value_text(value: Any, max_chars: int = MAX_VALUE_CHARS) -> str:
     """The value as indented JSON (NaN and infinities as in JavaScript), capped."""
-    try:
-        text = json.dumps(value, indent=2, ensure_ascii=False, allow_nan=True, default=repr)
-    except (ValueError, TypeError, RecursionError):
-        try:
-            text = repr(value)
-        except (ValueError, RecursionError):  # nested too deeply, or an int too long
-            text = "<a value that cannot be shown>"
-    return _visible(_cap(text, max_chars))
+    return cap(render.value_text(value, indent=2), max_chars)
 
 
-def _log_lines(logs: list[LogEntry]) -> list[tuple[str, str]]:
+def _log_lines(logs: Sequence[_Log]) -> list[tuple[str, str]]:
     """(level, message) pairs to show, the message visible, capped and indented to align
     its continuation lines under the first."""
     out: list[tuple[str, str]] = []
     for entry in logs[:MAX_LOGS]:
-        msg = _visible(_cap(entry.message, MAX_MESSAGE_CHARS))
-        out.append((_visible(str(entry.level)), msg.replace("\n", "\n" + " " * 8)))
+        msg = visible(cap(entry.message, MAX_MESSAGE_CHARS))
+        out.append((visible(str(entry.level)), msg.replace("\n", "\n" + " " * 8)))
     return out
 
 
-def _logs_more(logs: list[LogEntry]) -> str | None:
+def _logs_more(logs: Sequence[_Log]) -> str | None:
     extra = len(logs) - MAX_LOGS
     return f"… {extra:,} more log entries not shown" if extra > 0 else None
 
 
-def _char_width(ch: str) -> int:
-    if unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-
-
-@dataclass(frozen=True)
-class CodeFrame:
-    """The lines around a failing position and a marker line pointing at its column.
-
-    Attributes:
-        lines: (line number, visible text) pairs, the failing line last.
-        marker: whitespace (tabs kept, so it aligns with the line) then ``^``; empty
-            when the column is unknown.
-    """
-
-    lines: tuple[tuple[int, str], ...]
-    marker: str
-
-    def render(self) -> str:
-        """The frame as text: numbered lines, ``>`` before the failing one, the marker."""
-        width = len(str(self.lines[-1][0]))
-        last = self.lines[-1][0]
-        rows = [f"{'>' if n == last else ' '} {n:>{width}} | {text}" for n, text in self.lines]
-        if self.marker:
-            rows.append(f"  {'':>{width}} | {self.marker}")
-        return "\n".join(rows)
-
-
-def code_frame(code: str, line: int | None, column: int | None) -> CodeFrame | None:
-    """The frame of `code` at `line` and `column` (1-based, in characters, as RunError
-    reports them), or None when the line is unknown or outside the code."""
-    if line is None:
-        return None
-    src_lines = _JS_LINE_BREAK.split(code)
-    if not 1 <= line <= len(src_lines):
-        return None
-    text = src_lines[line - 1]
-    index = len(text) if column is None else min(max(column - 1, 0), len(text))
-    # a window of the line around that character
-    start = 0
-    if len(text) > MAX_LINE_CHARS:
-        start = max(0, min(index - MAX_LINE_CHARS // 2, len(text) - MAX_LINE_CHARS))
-    window = text[start : start + MAX_LINE_CHARS]
-    shown_parts: list[str] = ["…" if start > 0 else ""]
-    marker_parts: list[str] = [" " if start > 0 else ""]
-    for i, ch in enumerate(window, start):
-        shown = _visible(ch)
-        shown_parts.append(shown)
-        if i < index:
-            if ch == "\t":
-                marker_parts.append("\t")
-            elif shown != ch:
-                marker_parts.append(" " * len(shown))
-            else:
-                marker_parts.append(" " * _char_width(ch))
-    if start + MAX_LINE_CHARS < len(text):
-        shown_parts.append("…")
-    marker = "".join(marker_parts) + "^" if column is not None else ""
-    before = [
-        (n, _visible(_cap(src_lines[n - 1], MAX_LINE_CHARS)))
-        for n in range(max(1, line - CONTEXT_LINES), line)
-    ]
-    return CodeFrame(lines=(*before, (line, "".join(shown_parts))), marker=marker)
-
-
-def _stats_parts(stats: RunStats) -> list[str]:
+def _stats_parts(stats: _Stats) -> list[str]:
     ms = stats.duration_ms
     parts = [f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"]
     if stats.memory_bytes is not None:
@@ -193,26 +146,17 @@ def _size(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-#: kinds whose position is where a limit stopped the script, not a mistake in it (a
-#: top-level endless loop reports line 1, column 1): no "at line" and no code frame
-_NO_FRAME_KINDS = frozenset({"timeout", "memory", "output_limit", "internal"})
+def _error_head(err: render._Error) -> str:
+    return visible(cap(f"{err.name}: {err.message}", MAX_MESSAGE_CHARS))
 
 
-def _frame_for(err: RunError, code: str | None) -> CodeFrame | None:
-    if code is None or err.kind in _NO_FRAME_KINDS:
-        return None
-    return code_frame(code, err.line, err.column)
+def _stack(err: render._Error) -> str:
+    return visible(cap((err.stack or "").rstrip("\n"), MAX_MESSAGE_CHARS))
 
 
-def _where(err: RunError) -> str:
-    if err.line is None or err.kind in _NO_FRAME_KINDS:
-        return ""
-    col = f", column {err.column}" if err.column is not None else ""
-    return f"line {err.line}{col}"
-
-
-def _error_head(err: RunError) -> str:
-    return _visible(_cap(f"{err.name}: {err.message}", MAX_MESSAGE_CHARS))
+def _hint(res: _Shown, code: str | None) -> str | None:
+    advice = render.hint(res, code)
+    return visible(advice) if advice else None
 
 
 # -- HTML
@@ -237,7 +181,7 @@ def _badge(text: str, color: str) -> str:
 
 
 def run_result_html(
-    res: RunResult, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
+    res: _Shown, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
 ) -> str:
     """The RunResult as an HTML fragment (for Jupyter's ``_repr_html_``).
 
@@ -257,22 +201,25 @@ def run_result_html(
             f'<pre style="{_PRE}">{html.escape(value_text(res.value, max_value_chars))}</pre>'
         )
     else:
-        where = _where(err)
-        where_html = f' <span style="{_MUTED}">at {html.escape(where)}</span>' if where else ""
+        at = where(err)
+        where_html = f' <span style="{_MUTED}">at {html.escape(at)}</span>' if at else ""
         out.append(
             f'<div style="{_LABEL}">{_badge(err.kind, _ERR_COLOR)} '
             f'<span style="color: {_ERR_COLOR};">{html.escape(_error_head(err))}</span>'
             f"{where_html}</div>"
         )
-        frame = _frame_for(err, code)
+        frame = frame_of(err, code)
         if frame is not None:
             out.append(f'<pre style="{_PRE}">{html.escape(frame.render())}</pre>')
         if err.stack:
-            stack = _visible(_cap(err.stack.rstrip("\n"), MAX_MESSAGE_CHARS))
+            stack = _stack(err)
             out.append(
                 f'<details><summary style="{_MUTED} cursor: pointer;">stack</summary>'
                 f'<pre style="{_PRE}">{html.escape(stack)}</pre></details>'
             )
+    advice = _hint(res, code)
+    if advice:
+        out.append(f'<div style="{_MUTED}">hint: {html.escape(advice)}</div>')
     if res.logs:
         n = len(res.logs)
         out.append(f'<div style="{_LABEL}">logs <span style="{_MUTED}">({n:,})</span></div>')
@@ -294,7 +241,7 @@ def run_result_html(
 
 
 def run_result_markdown(
-    res: RunResult, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
+    res: _Shown, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
 ) -> str:
     """The RunResult as Markdown (for Jupyter's ``_repr_markdown_``): the same content as
     `run_result_html`, every piece of the result in a code fence it cannot close or
@@ -306,23 +253,24 @@ def run_result_markdown(
         parts.append(f"**✓ ok** · {_md_inline(stats)}")
         parts.append(_md_fence(value_text(res.value, max_value_chars), "json"))
     else:
-        where = _where(err)
-        at = f" at {_md_inline(where)}" if where else ""
+        at = f" at {_md_inline(where(err))}" if where(err) else ""
         parts.append(f"**✗ {_md_inline(err.kind)}**{at} · {_md_inline(stats)}")
         body = _error_head(err)
-        frame = _frame_for(err, code)
+        frame = frame_of(err, code)
         if frame is not None:
             body += "\n\n" + frame.render()
         parts.append(_md_fence(body, "text"))
         if err.stack:
-            stack = _visible(_cap(err.stack.rstrip("\n"), MAX_MESSAGE_CHARS))
-            parts.append("stack:\n\n" + _md_fence(stack, "text"))
+            parts.append("stack:\n\n" + _md_fence(_stack(err), "text"))
+    advice = _hint(res, code)
+    if advice:
+        parts.append(f"hint: {_md_inline(advice)}")
     if res.logs:
         parts.append(f"logs ({len(res.logs):,}):\n\n" + _md_fence(_logs_plain(res.logs), "text"))
     return "\n\n".join(parts) + "\n"
 
 
-def _logs_plain(logs: list[LogEntry]) -> str:
+def _logs_plain(logs: Sequence[_Log]) -> str:
     rows = [f"{f'[{level}]':<8}{msg}" for level, msg in _log_lines(logs)]
     more = _logs_more(logs)
     if more:
@@ -334,7 +282,7 @@ def _logs_plain(logs: list[LogEntry]) -> str:
 
 
 def run_result_text(
-    res: RunResult, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
+    res: _Shown, code: str | None = None, *, max_value_chars: int = MAX_VALUE_CHARS
 ) -> str:
     """The RunResult as plain text (for a terminal): the same content as the others."""
     err = res.error
@@ -344,13 +292,15 @@ def run_result_text(
         parts.append(f"ok · {stats}")
         parts.append(value_text(res.value, max_value_chars))
     else:
-        where = _where(err)
-        at = f" at {where}" if where else ""
-        parts.append(_visible(f"error: {err.kind}{at} · {stats}"))
+        at = f" at {where(err)}" if where(err) else ""
+        parts.append(visible(f"error: {err.kind}{at} · {stats}"))
         parts.append(_error_head(err))
-        frame = _frame_for(err, code)
+        frame = frame_of(err, code)
         if frame is not None:
             parts.append(frame.render())
+    advice = _hint(res, code)
+    if advice:
+        parts.append(f"hint: {advice}")
     if res.logs:
         parts.append(f"logs ({len(res.logs):,}):\n" + _logs_plain(res.logs))
     return "\n".join(parts)

@@ -5,6 +5,7 @@ happened, not yet worded (`_outcome` does that).
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures as cf
 import math
 import os
@@ -57,6 +58,18 @@ class Ending:
     signal: Callable[[], None] | None = None
 
 
+def _decode(data: bytes, *, final: bool = True) -> str:
+    """A console call's text: UTF-8 in which a lone surrogate of a JS string is encoded as
+    itself, so it is kept as the value keeps it (``surrogatepass``). With `final` false,
+    an incomplete sequence at the end (text cut at the log limit) is dropped."""
+    try:
+        if final:
+            return data.decode("utf-8", "surrogatepass")
+        return codecs.getincrementaldecoder("utf-8")("surrogatepass").decode(data, False)
+    except UnicodeDecodeError:  # not the guest's own encoding: keep what is readable
+        return data.decode("utf-8", "replace" if final else "ignore")
+
+
 class Logs:
     """Console output of a run, capped at `Limits.max_log_bytes`."""
 
@@ -71,12 +84,12 @@ class Logs:
         room = self.limit - self.size
         if len(data) > room:
             if room > 0:
-                cut = data[:room].decode("utf-8", "ignore")
+                cut = _decode(data[:room], final=False)
                 self.entries.append(LogEntry(level=lvl, message=cut + " [... cut: log limit]"))
             self.size = self.limit
             return False
         self.size += len(data)
-        text = data.decode("utf-8", "replace")
+        text = _decode(data)
         self.entries.append(LogEntry.model_construct(level=lvl, message=text))
         return True
 

@@ -3,7 +3,6 @@ a limit, a trap or a JS error record is turned into a RunError."""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Literal
 
@@ -13,12 +12,14 @@ from ._errors import ERROR_KINDS, ErrorKind
 from ._limits import Limits
 from ._result import LogEntry, RunError, RunResult, RunStats
 
-_JS_LINE_BREAKS = re.compile("\r\n|[\n\r\u2028\u2029]")
-
 
 def char_column(code: str, line: int, column: int) -> int:
     """QuickJS counts columns in UTF-8 bytes; a person (and a model) counts characters."""
-    lines = _JS_LINE_BREAKS.split(code)
+    if code.isascii():
+        return column
+    from .render import js_lines  # not at import: most scripts are ASCII
+
+    lines = js_lines(code)
     if not 1 <= line <= len(lines):
         return column
     text = lines[line - 1]

@@ -1,11 +1,17 @@
-"""What a run returns: the value, the logs, the error and some statistics."""
+"""What a run returns: the value, the logs, the error and some statistics.
+
+Strings keep what the script made, lone surrogates included (``'a\\ud800b'``), which no
+UTF-8 text can hold: JSON made of these models (``model_dump_json()``,
+``model_dump(mode="json")``) has U+FFFD in their place, and `RunResult.encodable` gives
+a copy that any serialiser takes (a LangGraph checkpoint, say).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from ._errors import ErrorKind
 
@@ -14,9 +20,41 @@ LOG_LEVELS: tuple[LogLevel, ...] = ("log", "info", "warn", "error", "debug")
 
 _FRAME = re.compile(r"\(?script\.js:(\d+):(\d+)\)?")
 
+_M = TypeVar("_M", bound="_Encodes")
 
-class LogEntry(BaseModel):
-    """One console call: its level and its text (arguments joined by spaces)."""
+
+class _Encodes(BaseModel):
+    """A model whose strings may hold lone surrogates, and whose JSON always encodes."""
+
+    def encodable(self: _M) -> _M:
+        """This object, or when any of its strings (in a value: also its keys) holds a lone
+        surrogate, a copy with U+FFFD in their place: what a serialiser that writes UTF-8
+        takes (msgpack, as in a LangGraph checkpoint, or JSON)."""
+        from ._text import encodable  # only when serialising: not at import
+
+        update: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            old = getattr(self, name)
+            if isinstance(old, _Encodes):
+                new: Any = old.encodable()
+            elif isinstance(old, list) and old and isinstance(old[0], _Encodes):
+                new = [x.encodable() if isinstance(x, _Encodes) else x for x in old]
+                new = old if all(x is y for x, y in zip(new, old, strict=True)) else new
+            else:
+                new, replaced = encodable(old)
+                new = new if replaced else old
+            if new is not old:
+                update[name] = new
+        return self.model_copy(update=update) if update else self
+
+    @model_serializer(mode="wrap", when_used="json")
+    def _serialize_encodable(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return handler(self.encodable())
+
+
+class LogEntry(_Encodes):
+    """One console call: its level and its text (arguments joined by spaces, lone
+    surrogates kept as in the value)."""
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
@@ -24,7 +62,7 @@ class LogEntry(BaseModel):
     message: str
 
 
-class RunError(BaseModel):
+class RunError(_Encodes):
     """Why a run failed, in the terms a model needs to repair its script.
 
     Attributes:
@@ -73,7 +111,7 @@ class RunStats(BaseModel):
     fuel_used: int | None = None
 
 
-class RunResult(BaseModel):
+class RunResult(_Encodes):
     """The outcome of one run.
 
     Attributes:

@@ -9,8 +9,9 @@ sandbox with no ambient authority, calling your LangChain tools as ``await tools
 
 from typing import TYPE_CHECKING, Any
 
+from clambot_tools.render import strip_code_fences
+
 from ._approval import ApprovalInterrupt, langgraph_interrupt_approver
-from ._fences import strip_code_fences
 from ._sessions import JSSessionRecord, JSSessionState, merge_js_approvals, merge_js_sessions
 from ._tool import SandboxedJSInput, SandboxedJSTool, SandboxToolError
 

@@ -27,6 +27,7 @@ from clambot_tools import (
     binding,
     local_snapshot_key,
 )
+from clambot_tools.render import model_text, strip_code_fences, tool_description
 from langchain_core.callbacks import (
     AsyncCallbackManagerForToolRun,
     CallbackManagerForToolRun,
@@ -40,9 +41,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from ._adapt import RunState, ToolSpec, guard_binding, once_per_step, stops_the_task
 from ._approval import run_approver
-from ._fences import strip_code_fences
 from ._ledger import task_run_of
-from ._render import render_error, render_success
 from ._sessions import (
     APPROVALS_KEY,
     RESTORED_KINDS,
@@ -105,29 +104,6 @@ class SandboxToolError(ToolException):
         super().__init__(content)
         self.content = content
         self.result = result
-
-
-# What the model must know, in as few tokens as it takes (bench/tokens.py measures it):
-# the language, how the result comes back, await, what is kept, the limits, the tools.
-_ABOUT = (
-    "Run a JavaScript program in a sandbox; get its last expression's value (as JSON) "
-    "and console output. Write plain JavaScript, not Python, not TypeScript: no type "
-    "annotations, no import/require, no top-level `return` (end with the value, e.g. "
-    "`({{count, items}})`). Top-level `await` works. {memory_rule} No network, files or "
-    "environment{outside}. Limits: {timeout:g} s per run (tool calls included), "
-    "{memory} MiB."
-)
-_FRESH = "Each run starts fresh."
-_KEPT = (
-    "Top-level declarations and globals are kept from one call of this tool to the next "
-    "in this conversation: reuse them; assign, never redeclare, a kept name. A failed "
-    "script changes nothing: send the fixed script whole."
-)
-_TOOLS = (
-    "Call tools as `await tools.name({{...}})` with one object of named arguments; run "
-    "independent calls together with `Promise.all`; a failed call throws an Error you can "
-    "catch. `tools` is declared in TypeScript notation; write JavaScript.\n\n{declaration}"
-)
 
 
 class SandboxedJSTool(BaseTool):
@@ -276,7 +252,7 @@ class SandboxedJSTool(BaseTool):
         sessions = bool(kwargs.get("sessions", False))
         own_description = "description" in kwargs
         if not own_description:
-            kwargs["description"] = _description(limits, declaration, sessions=sessions)
+            kwargs["description"] = tool_description(template, sessions=sessions)
         if sessions:
             if kwargs.get("response_format", "content") != "content":
                 raise ConfigError(
@@ -321,7 +297,7 @@ class SandboxedJSTool(BaseTool):
         assert self._template is not None
         self._declaration = self._template.describe_tools() if self._template.bindings else ""
         if not own_description:
-            self.description = _description(self._limits, self._declaration, sessions=self.sessions)
+            self.description = tool_description(self._template, sessions=self.sessions)
 
     # -- one run
 
@@ -435,18 +411,17 @@ class SandboxedJSTool(BaseTool):
         if state.pending is not None:
             raise state.pending
         notes = "".join(f"\nNote: {n}" for n in state.notes)
-        if result.ok:
-            content = render_success(
-                result, max_value_chars=self.max_value_chars, max_log_chars=self.max_log_chars
-            )
-            return content + notes, result
-        content = render_error(
+        content = model_text(
             result,
             script,
+            max_value_chars=self.max_value_chars,
             max_log_chars=self.max_log_chars,
-            tool_name=self.name,
-            calls_done=state.done,
+            calls_done=None if result.ok else state.done,
         )
+        if result.ok:
+            # the artifact goes into the graph's checkpoint: it must encode (U+FFFD for
+            # lone surrogates; the text says what they were)
+            return content + notes, result.encodable()
         raise SandboxToolError(content + notes, result)
 
     def _internal(self, exc: Exception) -> SandboxToolError:
@@ -708,22 +683,6 @@ def _drop_and_release(live: LiveSession) -> None:
     finally:
         live.relay.end()
         live.lock.release()
-
-
-def _description(limits: Limits, declaration: str, *, sessions: bool = False) -> str:
-    """The tool's description: what the language is, how results and tools work (and
-    what is kept between runs), the limits, then the TypeScript declaration of `tools`
-    when any are granted."""
-    outside = " but the tools below" if declaration else ""
-    text = _ABOUT.format(
-        outside=outside,
-        timeout=limits.timeout_s,
-        memory=limits.memory_mb,
-        memory_rule=_KEPT if sessions else _FRESH,
-    )
-    if declaration:
-        text += "\n" + _TOOLS.format(declaration=declaration)
-    return text
 
 
 def _local_key() -> bytes:

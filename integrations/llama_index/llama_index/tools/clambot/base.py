@@ -32,6 +32,7 @@ from clambot_tools import (
     Sandbox,
     binding,
 )
+from clambot_tools.render import strip_code_fences, tool_description
 from llama_index.core.schema import BaseNode
 from llama_index.core.tools import BaseTool, FunctionTool, ToolMetadata, ToolOutput
 from llama_index.core.tools.tool_spec.base import SPEC_FUNCTION_TYPE, BaseToolSpec
@@ -39,7 +40,7 @@ from llama_index.core.tools.types import AsyncBaseTool, DefaultToolFnSchema
 from llama_index.core.workflow import Context
 from pydantic import BaseModel, Field
 
-from .formatting import DEFAULT_MAX_CHARS, format_run_result, strip_code_fences
+from .formatting import DEFAULT_MAX_CHARS, format_run_result
 from .tracing import acall_tool, call_tool, script_run
 
 #: the name of the tool `ClamBotToolSpec.to_tool_list` returns
@@ -475,23 +476,7 @@ class ClamBotToolSpec(BaseToolSpec):
         `tools`: whole when it fits, else names and summaries (then names only), with
         ``tools.$describe``/``tools.$search`` for the rest. `system_prompt()` gives the
         whole declaration for a system prompt instead."""
-        lim = self._sandbox.limits
-        has_tools = bool(self._sandbox.bindings)
-        lines = [
-            "Run a JavaScript program (JavaScript, not Python, not TypeScript) in a sandbox; "
-            "get its last expression's value and console output.",
-            "- End with the value (no top-level return); top-level await works; no "
-            "require/import, network or files.",
-            "- Tools are async: `await tools.name({...})`; run independent calls with Promise.all."
-            if has_tools
-            else "- No tools are granted: the script can only compute.",
-            f"- Each run starts fresh. Limits: {lim.timeout_s:g} s, {lim.memory_mb} MiB.",
-        ]
-        text = "\n".join(lines)
-        if has_tools:
-            room = DESCRIPTION_LIMIT - len(text) - 2
-            text += "\n\n" + self._sandbox.describe_tools(max_chars=room)
-        return text
+        return tool_description(self._sandbox, max_chars=DESCRIPTION_LIMIT)
 
     def system_prompt(self) -> str:
         """A paragraph for an agent's system prompt: the whole declaration of the tools
@@ -504,8 +489,7 @@ class ClamBotToolSpec(BaseToolSpec):
     def format_result(self, result: RunResult, code: str | None = None) -> str:
         """The text `result` becomes for the model (see `format_run_result`); `code` is
         the script as it ran, for the error's code frame."""
-        names = [b.name for b in self._sandbox.bindings]
-        return format_run_result(result, code, max_chars=self.max_output_chars, tool_names=names)
+        return format_run_result(result, code, max_chars=self.max_output_chars)
 
     def run_js_sandboxed(self, code: str) -> RunResult:
         """Run the JavaScript `code` (markdown fences stripped, lines kept) in the sandbox
