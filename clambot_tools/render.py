@@ -115,8 +115,8 @@ class _Describes(Protocol):
 
 # -- lines and fences
 
-#: the line terminators of JavaScript (ECMA-262 LineTerminatorSequence)
-JS_LINE_BREAK = re.compile("\r\n|[\n\r\u2028\u2029]")
+#: the line endings of Markdown (CommonMark): where a fence line can end
+_MD_LINE_BREAK = re.compile("\r\n|[\n\r]")
 #: an opening fence alone on its line: ``` or ~~~ (3 or more), then an optional info
 #: string such as `js` or `javascript` (no backtick in it, as in CommonMark)
 _OPEN = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*[^`\s]*[ \t]*$")
@@ -124,10 +124,78 @@ _CLOSE = re.compile(r"^[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*$")
 
 
 def js_lines(code: str) -> list[str]:
-    """`code` split into lines the way JavaScript counts them (``\\n``, ``\\r\\n``,
-    ``\\r``, U+2028 and U+2029 end a line), so ``js_lines(code)[n - 1]`` is line n of an
-    error. Never raises."""
-    return JS_LINE_BREAK.split(code)
+    """`code` split into lines as the engine numbers them, so ``js_lines(code)[n - 1]``
+    is line n of an error. That is JavaScript's line terminators (``\\n``, ``\\r\\n``,
+    ``\\r``, U+2028, U+2029), except where QuickJS-NG does not count them: U+2028 and
+    U+2029 inside strings, template literals and comments, and a lone ``\\r`` inside a
+    block comment (measured: `tests/test_render.py`). Never raises."""
+    if "\r" not in code and "\u2028" not in code and "\u2029" not in code:
+        return code.split("\n")
+    lines: list[str] = []
+    start = 0
+    for at, end in _engine_breaks(code):
+        lines.append(code[start:at])
+        start = end
+    lines.append(code[start:])
+    return lines
+
+
+def _engine_breaks(code: str) -> list[tuple[int, int]]:
+    """The (start, end) of each line break QuickJS-NG counts in `code`: a small scan of
+    strings, template literals (with ``${}`` inside) and comments. Regular expression
+    literals are not told apart from code (one holding a quote can mislead the scan; it
+    matters only for U+2028, U+2029 and lone ``\\r`` after it)."""
+    breaks: list[tuple[int, int]] = []
+    state = ""  # "" code, a quote character, "`" a template, "//" or "/*" a comment
+    depth = 0  # braces open in code
+    resume: list[int] = []  # the depth at which each open ${ ... } returns to its template
+    i, n = 0, len(code)
+    while i < n:
+        c = code[i]
+        if c == "\n" or c == "\r":
+            end = i + 2 if code.startswith("\r\n", i) else i + 1
+            if c == "\n" or end == i + 2 or state != "/*":
+                breaks.append((i, end))
+            if state == "//":
+                state = ""
+            i = end
+            continue
+        if c in "\u2028\u2029":
+            if not state:
+                breaks.append((i, i + 1))
+            elif state == "//":
+                state = ""
+            i += 1
+            continue
+        if not state:
+            if c in "'\"`":
+                state = c
+            elif code.startswith("//", i) or code.startswith("/*", i):
+                state = code[i : i + 2]
+                i += 1
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                if resume and resume[-1] == depth:
+                    resume.pop()
+                    state = "`"
+                else:
+                    depth -= 1
+        elif state == "/*":
+            if code.startswith("*/", i):
+                state = ""
+                i += 1
+        elif state != "//":  # in a string or a template
+            if c == "\\" and i + 1 < n and code[i + 1] not in "\r\n\u2028\u2029":
+                i += 1  # an escaped character (a line continuation is counted above)
+            elif c == state:
+                state = ""
+            elif state == "`" and code.startswith("${", i):
+                resume.append(depth)
+                state = ""
+                i += 1
+        i += 1
+    return breaks
 
 
 def strip_code_fences(code: str) -> str:
@@ -177,7 +245,7 @@ def strip_code_fences(code: str) -> str:
     if last_code < 0:
         return ""
     script = kept[: last_code + 1]
-    tail = JS_LINE_BREAK.sub("", script[-1])  # the last line of code, without its break
+    tail = _MD_LINE_BREAK.sub("", script[-1])  # the last line of code, without its break
     if inside and tail.rstrip().endswith(fence) and tail.strip() != fence:
         tail = tail.rstrip()[: -len(fence)]  # ```js\nx + 1``` : never closed on a line
     script[-1] = tail
@@ -185,10 +253,10 @@ def strip_code_fences(code: str) -> str:
 
 
 def _line_spans(code: str) -> list[tuple[int, int, int]]:
-    """(start, end of text, end with its line break) of each JavaScript line."""
+    """(start, end of text, end with its line break) of each Markdown line."""
     spans: list[tuple[int, int, int]] = []
     pos = 0
-    for m in JS_LINE_BREAK.finditer(code):
+    for m in _MD_LINE_BREAK.finditer(code):
         spans.append((pos, m.start(), m.end()))
         pos = m.end()
     spans.append((pos, len(code), len(code)))
@@ -198,7 +266,7 @@ def _line_spans(code: str) -> list[tuple[int, int, int]]:
 def _one_line_fence(code: str) -> str:
     """```` ```code``` ```` on one line: the code; anything else unchanged."""
     stripped = code.strip()
-    if len(stripped) < 7 or JS_LINE_BREAK.search(stripped):
+    if len(stripped) < 7 or _MD_LINE_BREAK.search(stripped):
         return code
     for mark in ("```", "~~~"):
         if stripped.startswith(mark) and stripped.endswith(mark):
@@ -375,6 +443,7 @@ _PYTHON = re.compile(
     r"^\s*(?:def\s+\w+\s*\(|elif\b|print\s+\S|from\s+[\w.]+\s+import\b|import\s+\w+\s*$"
     r"|(?:if|for|while|else|try|except|with|class)\b[^{;]*:\s*$)"
 )
+_FENCE_LINE = re.compile(r"^[ \t]*(?:`{3,}|~{3,})", re.M)
 _MODULES = re.compile(r"^\s*(?:import\s|export\s)", re.M)
 _WORDS_OF_A_SLIP = re.compile(
     r"(?<![\w$'\"])(undefined|NaN)(?![\w$'\"])|\[object (Promise|Object)\]"
@@ -467,7 +536,7 @@ def _syntax_hint(err: _Error, code: str | None) -> str:
             "A script is not a function body: instead of `return x`, end the script with "
             "the expression `x` (an object in parentheses: `({a, b})`)."
         )
-    if "```" in line:
+    if "```" in line or (code is not None and _FENCE_LINE.search(code)):
         return "Send only the JavaScript, without prose or markdown around it."
     if _TYPESCRIPT.search(line):
         return (
@@ -546,7 +615,7 @@ def _success_hint(result: _Result, code: str | None) -> str | None:
         f"check the field names read from {', '.join(tools_used)} against the declared "
         "result type, or return one result to see its fields"
         if tools_used
-        else "check the names of the fields computed with"
+        else "check the names of the fields and variables it was computed from"
     )
     if nan_at is not None:
         at = "" if nan_at == "$" else f" at {nan_at}"
@@ -591,7 +660,7 @@ def _unawaited_call(code: str | None) -> str | None:
             continue  # Promise.all([p, q])
         if re.search(rf"\b{re.escape(var)}\s*\.\s*then\s*\(", rest):
             continue
-        line = len(JS_LINE_BREAK.findall(code[: m.start(2)])) + 1
+        line = len(js_lines(code[: m.start(2)]))
         return f"`{var} = {call}(...)` on line {line} needs `await {call}(...)`"
     return None
 
@@ -616,9 +685,10 @@ def _nan_path(value: Any, budget: int = 10_000) -> str | None:
 
 
 def _slips(value: Any, texts: Sequence[str], budget: int = 2_000) -> set[str]:
-    """The slips seen in the strings of `value` (up to `budget` of them, each up to 1,000
-    characters) and in `texts`: ``undefined``, ``NaN``, ``Promise`` (``[object
-    Promise]``) and ``Object`` (``[object Object]``)."""
+    """The slips seen in the console output (`texts`) and in the strings of `value` (up
+    to `budget` of them, each up to 1,000 characters): ``undefined``, ``NaN``,
+    ``Promise`` (``[object Promise]``) and ``Object`` (``[object Object]``). A string
+    of the value that is only ``undefined`` or ``NaN`` does not count (``typeof x``)."""
     found: set[str] = set()
     strings: list[str] = [t[:4000] for t in texts[:200]]
     todo: list[Any] = [value]
@@ -626,7 +696,8 @@ def _slips(value: Any, texts: Sequence[str], budget: int = 2_000) -> set[str]:
         budget -= 1
         v = todo.pop()
         if isinstance(v, str):
-            strings.append(v[:1000])
+            if v not in ("undefined", "NaN"):
+                strings.append(v[:1000])
         elif isinstance(v, dict):
             todo.extend(v.values())
         elif isinstance(v, (list, tuple)):
@@ -653,8 +724,9 @@ def model_text(
 ) -> str:
     """The text a model reads back from a run: compact, encodable, never the script.
 
-    A success: ``Result (JSON): <value>`` (``Result: null (...)`` for nothing), then
-    ``Console output:`` and the logs (levels other than log in brackets). A failure:
+    A success: ``Result (JSON): <value>`` (``Result (text):`` and the text itself for a
+    string of several lines, ``Result: null (...)`` for nothing), then ``Console
+    output:`` and the logs (levels other than log in brackets). A failure:
     ``Error (kind): Name: message``, ``At line L, column C of the script:`` with the
     failing line and the one before it, a ``^`` under the column (from `code`, the
     script as it ran; without it, no frame), the call stack when the error came from a
@@ -705,8 +777,11 @@ def _value_line(value: Any, limit: int) -> str:
             "Result: null (the last expression was null or undefined; the value of the "
             "script's last expression is the result)"
         )
-    text = value_text(value)
-    return "Result (JSON): " + cap(text, max(20, limit - len("Result (JSON): ")))
+    if isinstance(value, str) and "\n" in value:
+        # text of several lines (a report, a declaration from tools.$describe) reads
+        # better, and costs fewer tokens, as itself than as one JSON string
+        return "Result (text):\n" + visible(cap(value, max(20, limit - 15)))
+    return "Result (JSON): " + cap(value_text(value), max(20, limit - 15))
 
 
 def _logs(logs: Sequence[_Log], limit: int) -> str:
@@ -750,12 +825,14 @@ def _call_stack(err: _Error) -> str | None:
 
 # What the model must know, in as few tokens as it takes (bench/tokens.py measures it):
 # the language, how the result comes back, await, what is kept, the limits, the tools.
+# The parts in [brackets] go first when a length limit leaves the declaration too little
+# room (the declaration is worth more to the model than they are).
 _ABOUT = (
     "Run a JavaScript program in a sandbox; get its last expression's value (as JSON) "
     "and console output. Write plain JavaScript, not Python, not TypeScript: no type "
     "annotations, no import/require, no top-level `return` (end with the value, e.g. "
-    "`({{count, items}})`). Top-level `await` works. {memory_rule} No network, files or "
-    "environment{outside}. Limits: {timeout:g} s per run (tool calls included), "
+    "`({{count, items}})`). Top-level `await` works. {memory_rule}[ No network, files or "
+    "environment{outside}.] Limits: {timeout:g} s per run[ (tool calls included)], "
     "{memory} MiB."
 )
 _FRESH = "Each run starts fresh."
@@ -765,10 +842,11 @@ _KEPT = (
     "script changes nothing: send the fixed script whole."
 )
 _TOOLS = (
-    "Pass each tool one object of named arguments; run independent calls together with "
-    "`Promise.all`; a failed call throws an Error you can catch. `tools` is declared in "
-    "TypeScript notation; write JavaScript."
+    "Call tools as `await tools.name({{...}})` with one object of named arguments[; run "
+    "independent calls together with `Promise.all`; a failed call throws an Error you can "
+    "catch. `tools` is declared in TypeScript notation; write JavaScript]."
 )
+_OPTIONAL = re.compile(r"\[([^\]]*)\]")
 
 
 def tool_description(
@@ -780,8 +858,10 @@ def tool_description(
     tools a script can call (``sandbox.describe_tools()``), when any are granted.
 
     With `max_chars` (OpenAI takes 1,024), the declaration gets the room the rest
-    leaves: whole when it fits, else names and summaries, then names only (scripts read
-    the rest with ``tools.$describe``/``tools.$search``).
+    leaves: whole when it fits (first with all the text, then without the sentences a
+    model needs least), else names and summaries, then names only, then a count
+    (scripts read the rest with ``tools.$describe``/``tools.$search``). The smallest
+    form takes about 800 characters in all: a smaller `max_chars` is exceeded.
     """
     has_tools = bool(sandbox.bindings)
     limits = sandbox.limits
@@ -791,9 +871,17 @@ def tool_description(
         memory=limits.memory_mb,
         memory_rule=_KEPT if sessions else _FRESH,
     )
+    if has_tools:
+        text += "\n" + _TOOLS.format() + "\n\n"
+    full = _OPTIONAL.sub(r"\1", text)
     if not has_tools:
-        return text
-    text += "\n" + _TOOLS + "\n\n"
+        return full
+    whole = sandbox.describe_tools(max_chars=None)
     if max_chars is None:
-        return text + sandbox.describe_tools()
-    return text + sandbox.describe_tools(max_chars=max(0, max_chars - len(text)))
+        return full + sandbox.describe_tools()
+    if len(full) + len(whole) <= max_chars:
+        return full + whole
+    short = _OPTIONAL.sub("", text)
+    if len(short) + len(whole) <= max_chars:
+        return short + whole
+    return short + sandbox.describe_tools(max_chars=max(0, max_chars - len(short)))

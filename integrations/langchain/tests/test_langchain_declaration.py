@@ -95,12 +95,13 @@ def test_description_is_short_and_says_what_the_model_must_know() -> None:
         "JavaScript, not Python, not TypeScript",
         "last expression",
         "Top-level `await` works",
-        "`await tools.name({...})`",
+        "one object of named arguments",
         "Limits: 5 s per run (tool calls included), 64 MiB",
         "Each run starts fresh",
     ):
         assert must in prose, must
     assert len(prose) < 900  # it was 1,250 characters
+    assert "`await tools.name({...})`" in js.describe_tools()  # said once, in its header
     schema = convert_to_openai_tool(js)["function"]["parameters"]
     assert schema["properties"]["code"]["description"] == (
         "The JavaScript program; its last expression is the result."

@@ -59,7 +59,7 @@ class Shop:
 
 def _answer_from(style: type[Style]) -> Step:
     def step(messages: Sequence[ChatMessage]) -> ChatMessage:
-        data = json.loads(style.observation(messages).removeprefix("result: "))
+        data = json.loads(style.observation(messages).removeprefix("Result (JSON): "))
         return style.answer(f"Order A-17 costs {data['usd']} USD for {data['items']} items.")
 
     return step
@@ -69,9 +69,9 @@ def _repair(style: type[Style]) -> Step:
     def step(messages: Sequence[ChatMessage]) -> ChatMessage:
         seen = style.observation(messages)
         # what the model is told: enough to fix the call, and never its own script back
-        assert "error kind: binding_failed" in seen
+        assert "Error (binding_failed)" in seen
         assert "has invalid arguments: order_id: Field required" in seen
-        assert "at line 1" in seen
+        assert "At line 1" in seen
         assert "order.total_eur" not in seen  # line 2 of the script is not echoed
         return style.call("run_js_sandboxed", code=f"```js\n{GOOD}\n```")
 
@@ -177,16 +177,18 @@ def test_react_agent_gets_a_syntax_error_and_continues() -> None:
 
     def repair(messages: Sequence[ChatMessage]) -> ChatMessage:
         seen = ReAct.observation(messages)
-        assert "error kind: syntax" in seen and "hint:" in seen
+        assert "Error (syntax)" in seen and "Hint: That is TypeScript" in seen
         return ReAct.call("run_js_sandboxed", code="[1, 2, 3].reduce((a, b) => a + b, 0)")
 
     script = Script(
         lambda m: ReAct.call("run_js_sandboxed", code="const n: number = 6;\nn"),
         repair,
-        lambda m: ReAct.answer(f"The sum is {ReAct.observation(m).removeprefix('result: ')}."),
+        lambda m: ReAct.answer(
+            f"The sum is {ReAct.observation(m).removeprefix('Result (JSON): ')}."
+        ),
     )
     agent = ReActAgent(tools=[*spec.to_tool_list()], llm=script.llm())
     out, results = asyncio.run(_run(agent, "Add 1, 2 and 3."))
     assert str(out.response.content) == "The sum is 6."
     assert [r.tool_output.is_error for r in results] == [True, False]
-    assert "No tools are granted" in ReAct.tools_shown(script)
+    assert "No network, files or environment." in ReAct.tools_shown(script)

@@ -16,15 +16,15 @@ def test_readme_quickstart_runs_and_prints_what_it_says() -> None:
         exec(compile(quickstart, str(README), "exec"), {"__name__": "readme"})
     printed = out.getvalue()
     assert "JavaScript, not Python" in printed
-    assert 'result: {"usd": 50, "items": 3}\n' in printed
+    assert 'Result (JSON): {"usd":50,"items":3}\n' in printed
     assert "RunResult(ok, value={'usd': 50, 'items': 3}, logs=0)\n" in printed
     # the error text shown in the comments, line for line (the hint is abridged there)
     shown = [
         ln[2:]
         for ln in quickstart.splitlines()
-        if ln.startswith("# ") and not ln.startswith("# hint")
+        if ln.startswith("# ") and not ln.startswith("# Hint")
     ]
-    error_lines = shown[shown.index("error kind: binding_failed") :]
+    error_lines = shown[shown.index(next(ln for ln in shown if ln.startswith("Error ("))) :]
     assert "\n".join(error_lines) in printed
 
 

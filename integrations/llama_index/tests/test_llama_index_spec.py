@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 import pytest
-from clambot_tools import ConfigError, Limits, Policy, RunResult, Sandbox, binding
+from clambot_tools import ConfigError, Limits, Policy, RunResult, Sandbox, binding, render
 from llama_index.core.schema import Document
 from llama_index.core.tools import BaseTool, FunctionTool, ToolMetadata, ToolOutput
 from llama_index.core.tools.types import AsyncBaseTool
@@ -21,6 +21,7 @@ from llama_index.tools.clambot import (
     ClamBotToolSpec,
     RunJsSandboxedArgs,
     binding_from_tool,
+    cap,
     format_run_result,
     strip_code_fences,
 )
@@ -59,23 +60,24 @@ def test_to_tool_list_gives_one_function_tool_that_says_javascript(
     assert meta.name == "run_js_sandboxed"
     assert meta.fn_schema is RunJsSandboxedArgs
     assert meta.get_parameters_dict()["required"] == ["code"]
-    assert meta.description.startswith("Run a JavaScript program (JavaScript, not Python")
+    assert meta.description.startswith("Run a JavaScript program in a sandbox")
+    assert "not Python, not TypeScript" in meta.description
     assert weather_spec.describe_tools() in meta.description
     # the granted tool, with its description (not its Python signature) and result type
     assert "/** Current weather for a city. */" in meta.description
     assert "get_weather(args: { city: string }): Promise<{ city: string; temp_c: number }>;" in (
         meta.description
     )
-    assert "5 s, 64 MiB" in meta.description
+    assert "Limits: 5 s per run (tool calls included), 64 MiB." in meta.description
     assert len(meta.description) <= 1024
     meta.to_openai_tool()  # within OpenAI's limit: no ValueError
 
 
 def test_description_follows_the_limits_and_says_when_nothing_is_granted() -> None:
     meta = the_tool(ClamBotToolSpec(limits=Limits(timeout_s=1.5, memory_mb=32))).metadata
-    assert "No tools are granted" in meta.description
+    assert "No network, files or environment." in meta.description
     assert "declare const tools" not in meta.description
-    assert "1.5 s, 32 MiB" in meta.description
+    assert "1.5 s per run (tool calls included), 32 MiB" in meta.description
 
 
 def test_sync_call_returns_the_run_result_as_raw_output(weather_spec: ClamBotToolSpec) -> None:
@@ -85,7 +87,7 @@ def test_sync_call_returns_the_run_result_as_raw_output(weather_spec: ClamBotToo
     )
     assert isinstance(out, ToolOutput) and out.is_error is False
     assert isinstance(out.raw_output, RunResult) and out.raw_output.value == 68
-    assert out.content == "result: 68\nconsole (1 line):\nOslo"
+    assert out.content == "Result (JSON): 68\nConsole output:\nOslo"
     assert out.tool_name == "run_js_sandboxed"
     assert out.raw_input["kwargs"]["code"].startswith("const w")
 
@@ -104,10 +106,10 @@ def test_async_call_uses_arun_on_the_callers_loop() -> None:
         return await tool.acall(code="await tools.where()"), asyncio.get_running_loop()
 
     out, loop = asyncio.run(main())
-    assert out.content == "result: here" and not out.is_error
+    assert out.content == 'Result (JSON): "here"' and not out.is_error
     assert loops == [loop]
     # the sync call runs the same async tool on the sandbox's private loop instead
-    assert tool.call(code="await tools.where()").content == "result: here"
+    assert tool.call(code="await tools.where()").content == 'Result (JSON): "here"'
     assert loops[1] is not loop
 
 
@@ -139,7 +141,7 @@ def test_calls_without_a_code_string_are_error_outputs(
     for out in (tool.call(*args, **kwargs), asyncio.run(tool.acall(*args, **kwargs))):
         assert out.is_error is not ok
         if ok:
-            assert out.content == "result: 1"
+            assert out.content == "Result (JSON): 1"
         else:
             assert out.raw_output is None
             assert "takes one argument, `code`" in out.content
@@ -149,7 +151,7 @@ def test_to_tool_list_variants(weather_spec: ClamBotToolSpec) -> None:
     meta = ToolMetadata(name="js", description="Run JavaScript.", fn_schema=RunJsSandboxedArgs)
     [tool] = weather_spec.to_tool_list(func_to_metadata_mapping={"run_js_sandboxed": meta})
     assert tool.metadata is meta
-    assert tool.call(code="1 + 1").content == "result: 2"
+    assert tool.call(code="1 + 1").content == "Result (JSON): 2"
     assert len(weather_spec.to_tool_list(spec_functions=["run_js_sandboxed"])) == 1
     with pytest.raises(ValueError, match="not 'describe_tools'"):
         weather_spec.to_tool_list(spec_functions=["describe_tools"])
@@ -161,7 +163,7 @@ def test_a_ready_sandbox_can_be_given_but_not_with_other_settings() -> None:
     sb = Sandbox(bindings=[binding(lambda n: n * 2, name="double")])
     spec = ClamBotToolSpec(sandbox=sb)
     assert spec.sandbox is sb
-    assert the_tool(spec).call(code="await tools.double({n: 21})").content == "result: 42"
+    assert the_tool(spec).call(code="await tools.double({n: 21})").content == "Result (JSON): 42"
     with pytest.raises(ConfigError, match="not both"):
         ClamBotToolSpec(sandbox=sb, limits=Limits())
     with pytest.raises(ConfigError, match="not both"):
@@ -180,44 +182,32 @@ def test_plain_callables_and_bindings_are_granted_too() -> None:
         ClamBotToolSpec([add, FunctionTool.from_defaults(add)])
 
 
-# -- markdown fences
+# -- markdown fences (the rules themselves: the core's tests/test_render.py)
 
 
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
-        ("1 + 1", "1 + 1"),
-        ("```js\n1 + 1\n```", "\n1 + 1\n"),
-        ("```\n1 + 1\n```\n", "\n1 + 1\n\n"),
-        ("\n  ```javascript  \nconst a = 1;\na\n```\nThis returns a.", "\n\nconst a = 1;\na\n\n"),
-        ("```ts\nconst a = 1;\n```\nthen\n```ts\na + 1\n```", "\nconst a = 1;\n\n\n\na + 1\n"),
-        ("```js\n1 + 1", "\n1 + 1"),  # never closed
-        ("```js\n1 + 1```", "\n1 + 1   "),  # closed on the last line of code
-        ("```1 + 1```", "   1 + 1   "),
-        ("~~~js\n1\n~~~", "\n1\n"),
-        ("````js\nconst s = '```';\n```\ns\n````", "\nconst s = '```';\n```\ns\n"),
-        ("```js\r\n1 + 1\r\n```\r\n", "\n1 + 1\r\n\n"),
-        # a fence that is not the first thing is JavaScript's business, not ours
-        ("const s = `\n```\n`;\ns", "const s = `\n```\n`;\ns"),
-        ("``", "``"),
-        ("", ""),
-    ],
-)
-def test_strip_code_fences(given: str, expected: str) -> None:
-    assert strip_code_fences(given) == expected
+def test_strip_code_fences_is_the_cores() -> None:
+    assert strip_code_fences is render.strip_code_fences
+    assert cap is render.cap
 
 
-def test_fenced_code_keeps_its_line_and_column_numbers() -> None:
+@pytest.mark.parametrize("brk", ["\n", "\r\n", "\r"])
+def test_fenced_code_errs_on_the_line_the_model_wrote(brk: str) -> None:
+    """Line N of the error is line N of the code in the fence, as in the LangChain tool,
+    and the frame shows that very line whatever the line breaks (it used to drift on
+    \\r, U+2028 and U+2029)."""
     tool = the_tool(ClamBotToolSpec())
-    fenced = "Here you go:\n```javascript\nconst a = {};\nconst b = 2;\n    a.b.c\n```\nDone."
-    # prose before the fence is not stripped: only a leading fence is
-    assert tool.call(code=fenced).raw_output.error.kind == "syntax"
-    fenced = fenced.split("\n", 1)[1]
-    out = tool.call(code=fenced)
+    lines = ["```javascript", "const s = 'a\u2028b';", "const b = 2;", "    a.b.c", "```", "Done."]
+    out = tool.call(code=brk.join(lines))
     err = out.raw_output.error
-    assert (err.kind, err.line, err.column) == ("runtime", 4, 5)
-    assert fenced.split("\n")[err.line - 1] == "    a.b.c"
-    assert "at line 4, column 5:\n  3 | const b = 2;\n> 4 |     a.b.c\n    |     ^" in out.content
+    assert (err.kind, err.line, err.column) == ("runtime", 3, 5)
+    assert (
+        "At line 3, column 5 of the script:\n  2 | const b = 2;\n> 3 |     a.b.c\n    |     ^"
+        in (out.content)
+    )
+    # prose before the fence is not stripped: only a leading fence is
+    out = tool.call(code="Here you go:\n" + brk.join(lines))
+    assert out.raw_output.error.kind == "syntax"
+    assert "without prose or markdown" in out.content
 
 
 # -- the text a run becomes
@@ -228,13 +218,13 @@ def test_error_text_has_kind_name_message_line_frame_and_hint() -> None:
     out = the_tool(ClamBotToolSpec()).call(code=code)
     assert out.is_error is True
     assert out.content == (
-        "error kind: runtime\n"
-        "TypeError: cannot read property 'name' of null\n"
-        "at line 3, column 1:\n"
+        "Error (runtime): TypeError: cannot read property 'name' of null\n"
+        "At line 3, column 1 of the script:\n"
         "  2 | const user = null;\n"
         "> 3 | user.name\n"
         "    | ^\n"
-        "hint: an uncaught exception: fix the script, or handle the error with try/catch"
+        "Hint: A value is not what the script assumed: a misspelt name or field, or a "
+        "value that is not an array or a function."
     )
     assert "do-not-echo-me" not in out.content and "after" not in out.content
     assert out.raw_output.error.name == "TypeError"
@@ -244,10 +234,10 @@ def test_error_text_has_kind_name_message_line_frame_and_hint() -> None:
     ("code", "kind", "hint"),
     [
         ("return 5", "syntax", "instead of `return x`, end the script with the expression"),
-        ("let x: number = 1", "syntax", "no TypeScript types"),
+        ("let x: number = 1", "syntax", "That is TypeScript: write plain JavaScript"),
         ("require('fs')", "runtime", "no require, fetch, process"),
-        ("await tools.get_wether({city: 'x'})", "runtime", "the tools available are: get_weather"),
-        ("await tools.get_weather({})", "binding_failed", "check its arguments"),
+        ("await tools.get_wether({city: 'x'})", "runtime", "did you mean get_weather?"),
+        ("await tools.get_weather({})", "binding_failed", "the arguments its declaration lists"),
         ("while (true) {}", "timeout", "time limit"),
         ("function f() { return f() + 1 }\nf()", "stack", "use a loop"),
         ("'x'.repeat(1000)", "output_limit", "return a smaller result"),
@@ -261,7 +251,8 @@ def test_each_kind_of_error_comes_with_a_hint(code: str, kind: str, hint: str) -
     )
     out = the_tool(spec).call(code=code)
     assert out.is_error and out.raw_output.error.kind == kind
-    assert out.content.startswith(f"error kind: {kind}\n")
+    assert out.content.startswith(f"Error ({kind}): ")
+    assert "\nHint: " in out.content
     assert hint in out.content
 
 
@@ -274,7 +265,7 @@ def test_a_denied_call_says_so() -> None:
     spec = ClamBotToolSpec([tool], policy=Policy(deny_effects=["write"]))
     out = the_tool(spec).call(code="await tools.refund({order_id: 'A'})")
     assert out.raw_output.error.kind == "binding_denied"
-    assert "the same call will be refused again" in out.content
+    assert "will refuse it again: do not retry it unchanged" in out.content
     assert "refund" not in spec.describe_tools()  # what the policy refuses is not declared
 
 
@@ -283,8 +274,8 @@ def test_long_values_messages_and_logs_are_capped_with_a_marker() -> None:
     tool = the_tool(spec)
     out = tool.call(code="['a'.repeat(50000), 'END'].join('')")
     assert out.raw_output.value.endswith("END")  # raw output keeps everything
-    assert len(out.content) <= 1000 and "characters cut ...]" in out.content
-    assert out.content.startswith("result: aaa") and out.content.endswith("END")
+    assert len(out.content) <= 1000 and "characters cut …]" in out.content
+    assert out.content.startswith('Result (JSON): "aaa') and out.content.endswith('END"')
 
     out = tool.call(
         code="for (let i = 0; i < 5000; i++) console.log('line ' + i);\n"
@@ -292,16 +283,19 @@ def test_long_values_messages_and_logs_are_capped_with_a_marker() -> None:
     )
     assert out.is_error and len(out.content) <= 1400
     assert "Error: mmm" in out.content and "characters cut" in out.content
-    assert "console (5000 lines):\nline 0\n" in out.content and "line 4999" in out.content
+    assert "Console output before the error:\nline 0\n" in out.content
+    assert "line 4999" in out.content
 
     out = tool.call(code="({list: Array.from({length: 3000}, (_, i) => i)})")
-    assert out.content.startswith('result: {"list": [0, 1, 2') and len(out.content) <= 1000
+    assert out.content.startswith('Result (JSON): {"list":[0,1,2') and len(out.content) <= 1000
 
     out = tool.call(
         code="for (let i = 0; i < 3000; i++) console.log('line ' + i);\n'v'.repeat(5000)"
     )
     assert not out.is_error and len(out.content) <= 1000
-    assert out.content.startswith("result: vvv") and "console (3000 lines):\nline 0" in out.content
+    assert (
+        out.content.startswith('Result (JSON): "vvv') and "Console output:\nline 0" in out.content
+    )
 
 
 def test_a_string_built_by_concatenation_can_be_the_result() -> None:
@@ -317,8 +311,8 @@ def test_a_long_line_shows_a_window_around_the_column() -> None:
     out = the_tool(ClamBotToolSpec()).call(code=code)
     err = out.raw_output.error
     assert err.line == 1
-    frame = out.content.split("\n")[3:5]
-    assert frame[0].startswith("> 1 | ...") and frame[0].endswith("...")
+    frame = out.content.split("\n")[2:4]
+    assert frame[0].startswith("> 1 | …") and frame[0].endswith("…")
     assert len(frame[0]) < 140
     caret = frame[1].index("^")
     assert frame[0][caret : caret + 10] == "xs.nope.x;"
@@ -326,12 +320,12 @@ def test_a_long_line_shows_a_window_around_the_column() -> None:
 
 def test_format_run_result_on_its_own() -> None:
     sb = Sandbox()
-    assert format_run_result(sb.run("undefined")).startswith("result: null (or undefined")
-    assert format_run_result(sb.run("'two\\nlines'")) == "result:\ntwo\nlines"
-    assert format_run_result(sb.run("[NaN, 1/0]")) == "result: [NaN, Infinity]"
-    assert format_run_result(sb.run("0/0")) == "result: NaN"
+    assert format_run_result(sb.run("undefined")).startswith("Result: null (the last expression")
+    assert format_run_result(sb.run("'two\\nlines'")) == "Result (text):\ntwo\nlines"
+    assert format_run_result(sb.run("[1/0, -0]")) == "Result (JSON): [Infinity,-0.0]"
+    assert format_run_result(sb.run("0/0")).startswith("Result (JSON): NaN\nHint: The result")
     text = format_run_result(sb.run("null.x"))  # no code: where, but no frame
-    assert "at line 1, column 1\n" in text and "| " not in text
+    assert "At line 1, column 1 of the script.\n" in text and "| " not in text
 
 
 # -- LlamaIndex tools as bindings

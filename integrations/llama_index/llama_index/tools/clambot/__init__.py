@@ -4,7 +4,7 @@ QuickJS-NG/WebAssembly sandbox that reaches only the tools you grant.
     >>> from llama_index.tools.clambot import ClamBotToolSpec
     >>> [tool] = ClamBotToolSpec().to_tool_list()
     >>> tool.call(code="[1, 2, 3].map(x => x * 2)").content
-    'result: [2, 4, 6]'
+    'Result (JSON): [2,4,6]'
 """
 
 from .base import (

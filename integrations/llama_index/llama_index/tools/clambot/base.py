@@ -492,7 +492,7 @@ class ClamBotToolSpec(BaseToolSpec):
         return format_run_result(result, code, max_chars=self.max_output_chars)
 
     def run_js_sandboxed(self, code: str) -> RunResult:
-        """Run the JavaScript `code` (markdown fences stripped, lines kept) in the sandbox
+        """Run the JavaScript `code` (the code inside a markdown fence, if any) in the sandbox
         and return its RunResult; a script's failures are in ``RunResult.error``.
 
         Raises ConfigError if `code` is not a str.
