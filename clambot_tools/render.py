@@ -25,6 +25,7 @@ anything a script produced.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import unicodedata
@@ -101,6 +102,15 @@ class _Result(Protocol):
     def logs(self) -> Sequence[_Log]: ...
     @property
     def error(self) -> _Error | None: ...
+
+
+class _Tool(Protocol):
+    """What hints read of a granted tool (a Binding)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def result_schema(self) -> Mapping[str, Any] | None: ...
 
 
 class _Describes(Protocol):
@@ -450,9 +460,10 @@ _WORDS_OF_A_SLIP = re.compile(
 )
 
 
-def hint(result: _Result, code: str | None = None) -> str | None:
+def hint(result: _Result, code: str | None = None, *, tools: Sequence[_Tool] = ()) -> str | None:
     """One sentence on what to do next, fitted to how `result` ended (`code` is the
-    script as it ran, for hints that look at it), or None when there is nothing to say.
+    script as it ran, for hints that look at it; `tools` the granted bindings, whose
+    declared result fields tell a misspelt field), or None when there is nothing to say.
 
     Errors: wrong arguments say to match the declaration (not to catch the error); a
     refused call says not to retry it unchanged; a misspelt tool says to pick a granted
@@ -460,18 +471,20 @@ def hint(result: _Result, code: str | None = None) -> str | None:
     Python each get their own advice; a Promise in the result says which call lacks
     ``await``. Successes that look like a slip: a NaN in the value (a misspelt field, or
     a missing ``await``), a Promise or an object turned into text, ``undefined`` or
-    ``NaN`` in the console output or in a string of the value. Never raises.
+    ``NaN`` in the console output or in a string of the value. Where a field the script
+    reads is not in the declared result of a tool it calls but close to one
+    (``line_totl``), the hint names it, its line and the declared name. Never raises.
     """
     try:
         err = result.error
         if err is None or result.ok:
-            return _success_hint(result, code)
-        return _error_hint(err, code)
+            return _success_hint(result, code, tools)
+        return _error_hint(err, code, tools)
     except Exception:  # noqa: BLE001 - a hint is a nicety: never fail the text over it
         return None
 
 
-def _error_hint(err: _Error, code: str | None) -> str | None:
+def _error_hint(err: _Error, code: str | None, tools: Sequence[_Tool]) -> str | None:
     kind, msg = err.kind, err.message
     if kind == "syntax":
         return _syntax_hint(err, code)
@@ -510,7 +523,7 @@ def _error_hint(err: _Error, code: str | None) -> str | None:
             "unchanged; do without it, or tell the user."
         )
     if kind == "runtime":
-        return _runtime_hint(err, code)
+        return _runtime_hint(err, code, tools)
     return {
         "timeout": "The run hit its time limit (tool calls included): do less per run, "
         "make fewer or parallel tool calls, and look for a loop that never ends.",
@@ -555,7 +568,7 @@ def _syntax_hint(err: _Error, code: str | None) -> str:
     return "Fix the syntax at the marked position, then send the whole script again."
 
 
-def _runtime_hint(err: _Error, code: str | None) -> str:
+def _runtime_hint(err: _Error, code: str | None, tools: Sequence[_Tool]) -> str:
     msg = err.message
     m = _NOT_GRANTED.match(msg)
     if m:
@@ -584,8 +597,12 @@ def _runtime_hint(err: _Error, code: str | None) -> str:
         return f"`{name}` is not defined: check its spelling, and declare it before use."
     if "redeclaration of" in msg:
         return "A name is declared twice: rename one, or assign it without let/const."
-    slip = f" Here: {unawaited}." if unawaited else ""
     if _OF_UNDEFINED.search(msg) or "is not iterable" in msg or msg.endswith("not a function"):
+        if unawaited:
+            return f"A tool call is not awaited: {unawaited}."
+        misspelt = _misspelt_field(code, tools)
+        if misspelt:
+            return f"Likely a misspelt field: {misspelt}."
         tools_used = _tools_called(code)
         if not tools_used:
             return (
@@ -595,12 +612,12 @@ def _runtime_hint(err: _Error, code: str | None) -> str:
         return (
             "A value is not what the script assumed: a misspelt field (compare with the "
             f"declared result type of {', '.join(tools_used)}), a result that is not an "
-            "array, or a tool call without `await`." + slip
+            "array, or a tool call without `await`."
         )
     return "An exception was thrown and not caught: fix its cause, or catch it with try/catch."
 
 
-def _success_hint(result: _Result, code: str | None) -> str | None:
+def _success_hint(result: _Result, code: str | None, tools: Sequence[_Tool]) -> str | None:
     value = result.value
     unawaited = _unawaited_call(code)
     texts = [e.message for e in result.logs]
@@ -610,6 +627,17 @@ def _success_hint(result: _Result, code: str | None) -> str | None:
             return f"A tool call is not awaited: {unawaited}."
         return "A Promise was turned into text: add `await` before the tool call."
     nan_at = _nan_path(value)
+    if nan_at is not None or value is None or slips & {"undefined", "NaN"}:
+        misspelt = _misspelt_field(code, tools)
+        if misspelt:
+            symptom = (
+                "The result is NaN"
+                if nan_at is not None
+                else "The result is null"
+                if value is None
+                else f"The output shows `{'undefined' if 'undefined' in slips else 'NaN'}`"
+            )
+            return f"{symptom}, likely from a misspelt field: {misspelt}."
     tools_used = _tools_called(code)
     fields = (
         f"check the field names read from {', '.join(tools_used)} against the declared "
@@ -632,6 +660,65 @@ def _success_hint(result: _Result, code: str | None) -> str | None:
             "return the object itself."
         )
     return None
+
+
+#: properties of JavaScript's own values, never taken for a misspelt field
+_JS_MEMBERS = frozenset(
+    "length map filter reduce forEach find findIndex some every includes indexOf join "
+    "slice splice push pop shift unshift concat sort reverse flat flatMap keys values "
+    "entries toFixed toString toLowerCase toUpperCase trim split replace startsWith "
+    "endsWith padStart padEnd then catch finally size get set has add delete all "
+    "allSettled race resolve reject stringify parse assign fromEntries from of max min "
+    "round floor ceil abs log warn error info debug".split()
+)
+_MEMBER = re.compile(r"(?<![\w$])(?:[A-Za-z_$][\w$]*|[)\]])\s*\??\.\s*([A-Za-z_$][\w$]*)")
+
+
+def _misspelt_field(code: str | None, tools: Sequence[_Tool]) -> str | None:
+    """The first field the script reads that the declared results of the tools it calls
+    do not have, but have one close to, said with its line (``.line_totl`` on line 2:
+    the result of tools.get_order has no field ``line_totl``; it declares
+    ``line_total``), or None."""
+    if not code or not tools:
+        return None
+    called = set(_tools_called(code))
+    fields: dict[str, str] = {}
+    for tool in tools:
+        ref = f"tools.{tool.name}"
+        if ref in called and tool.result_schema:
+            for field in _schema_fields(tool.result_schema):
+                fields.setdefault(field, ref)
+    if not fields:
+        return None
+    for m in _MEMBER.finditer(code):
+        name = m.group(1)
+        if name in fields or name in _JS_MEMBERS:
+            continue
+        close = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.8)
+        if close:
+            line = len(js_lines(code[: m.start(1)]))
+            return (
+                f"`.{name}` on line {line}: the result of {fields[close[0]]} has no field "
+                f"`{name}` (it declares `{close[0]}`)"
+            )
+    return None
+
+
+def _schema_fields(schema: Mapping[str, Any], budget: int = 5_000) -> list[str]:
+    """Every property name declared anywhere in a JSON Schema (its $defs included)."""
+    found: dict[str, None] = {}
+    todo: list[Any] = [schema]
+    while todo and budget > 0:
+        budget -= 1
+        node = todo.pop()
+        if isinstance(node, dict):
+            props = node.get("properties")
+            if isinstance(props, dict):
+                found.update((k, None) for k in props if isinstance(k, str))
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return list(found)
 
 
 def _tools_called(code: str | None) -> list[str]:
@@ -721,6 +808,7 @@ def model_text(
     max_log_chars: int = DEFAULT_MAX_LOG_CHARS,
     max_chars: int | None = None,
     calls_done: Mapping[str, int] | None = None,
+    tools: Sequence[_Tool] = (),
 ) -> str:
     """The text a model reads back from a run: compact, encodable, never the script.
 
@@ -732,7 +820,8 @@ def model_text(
     script as it ran; without it, no frame), the call stack when the error came from a
     function, the console output before the error, the tool calls that completed before
     it (`calls_done`: name -> count; their effects happened), and a ``Hint:`` fitted to
-    the error (see `hint`). Successes that look like a slip get a hint too.
+    the error (see `hint`; `tools`, the granted bindings, let it name a misspelt field).
+    Successes that look like a slip get a hint too.
 
     The value is cut to `max_value_chars`, the logs to `max_log_chars` and the message to
     1,000 characters, each with a marker saying how much was cut; with `max_chars` the
@@ -743,7 +832,7 @@ def model_text(
     """
     err = result.error
     tail: list[str] = []
-    advice = hint(result, code)
+    advice = hint(result, code, tools=tools)
     if err is not None and not result.ok:
         head = _error_lines(err, code, max_chars)
         if calls_done:

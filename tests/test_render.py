@@ -5,8 +5,11 @@ the tool's description."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -485,3 +488,18 @@ def test_no_module_imports_one_that_imports_it() -> None:
         (a, b) for a, deps in imports.items() for b in deps if a < b and a in imports.get(b, ())
     )
     assert cycles == []
+
+
+# -- the README says what the model reads
+
+
+def test_readme_example_prints_what_it_says() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### What the model reads back: `clambot_tools.render`", 1)[1]
+    code = re.search(r"````python\n(.*?)````", section, re.S)
+    expected = re.search(r"```text\n(.*?)```", section, re.S)
+    assert code is not None and expected is not None
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code.group(1), "README.md", "exec", dont_inherit=True), {})
+    assert out.getvalue() == expected.group(1)

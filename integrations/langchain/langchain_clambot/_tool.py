@@ -417,6 +417,7 @@ class SandboxedJSTool(BaseTool):
             max_value_chars=self.max_value_chars,
             max_log_chars=self.max_log_chars,
             calls_done=None if result.ok else state.done,
+            tools=self._template.bindings if self._template is not None else (),
         )
         if result.ok:
             # the artifact goes into the graph's checkpoint: it must encode (U+FFFD for

@@ -483,3 +483,26 @@ def test_the_core_never_imports_llama_index() -> None:
         timeout=60,
     )
     assert json.loads(done.stdout) == []
+
+
+# -- text that always encodes
+
+
+def test_the_tool_output_always_encodes_and_raw_output_stays_exact() -> None:
+    """A script returning, logging or throwing lone surrogates: the content (what the
+    model provider gets) encodes to UTF-8, the RunResult keeps the exact strings, and
+    the ToolOutput's own JSON encodes (U+FFFD there)."""
+    tool = the_tool(ClamBotToolSpec())
+    out = tool.call(code="console.log('log \\ud800'); ({['key \\udfff']: 'value \\ud800'})")
+    assert out.content == (
+        'Result (JSON): {"key \\udfff":"value \\ud800"}\nConsole output:\nlog \\ud800'
+    )
+    out.content.encode("utf-8")
+    assert out.raw_output.value == {"key \udfff": "value \ud800"}
+    assert out.raw_output.logs[0].message == "log \ud800"
+    assert json.loads(out.model_dump_json())["raw_output"]["value"] == {
+        "key \ufffd": "value \ufffd"
+    }
+    failed = tool.call(code="const e = new Error('thrown'); e.stack = 'at \\ud800'; throw e")
+    assert failed.is_error
+    failed.content.encode("utf-8")

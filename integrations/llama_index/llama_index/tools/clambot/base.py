@@ -489,7 +489,9 @@ class ClamBotToolSpec(BaseToolSpec):
     def format_result(self, result: RunResult, code: str | None = None) -> str:
         """The text `result` becomes for the model (see `format_run_result`); `code` is
         the script as it ran, for the error's code frame."""
-        return format_run_result(result, code, max_chars=self.max_output_chars)
+        return format_run_result(
+            result, code, max_chars=self.max_output_chars, tools=self._sandbox.bindings
+        )
 
     def run_js_sandboxed(self, code: str) -> RunResult:
         """Run the JavaScript `code` (the code inside a markdown fence, if any) in the sandbox

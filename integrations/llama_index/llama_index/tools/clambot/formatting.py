@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clambot_tools import RunResult
+from clambot_tools import Binding, RunResult
 from clambot_tools.render import cap, model_text, strip_code_fences
 
 __all__ = ["DEFAULT_MAX_CHARS", "cap", "format_run_result", "strip_code_fences"]
@@ -24,6 +24,7 @@ def format_run_result(
     *,
     max_chars: int = DEFAULT_MAX_CHARS,
     tool_names: Sequence[str] | None = None,
+    tools: Sequence[Binding] = (),
 ) -> str:
     """A RunResult as the compact text a model reads in a tool output
     (``clambot_tools.render.model_text``), within about `max_chars` characters.
@@ -31,10 +32,13 @@ def format_run_result(
     Success: ``Result (JSON): <value>``, then the console output if there was any.
     Failure: the error's kind, name and message, where it happened with a code frame
     taken from `code` (the script as it ran; without it, no frame), the logs, and a hint
-    fitted to the error. The script itself is never repeated; what is cut says how much.
-    `tool_names` is no longer needed (the message of a call to a missing tool lists the
-    granted ones) and is ignored.
+    fitted to the error (`tools`, the granted bindings, let it name a misspelt field).
+    The script itself is never repeated; what is cut says how much. `tool_names` is no
+    longer needed (the message of a call to a missing tool lists the granted ones) and
+    is ignored.
     """
     del tool_names
     limit = max(400, max_chars)
-    return model_text(result, code, max_value_chars=limit, max_log_chars=limit, max_chars=limit)
+    return model_text(
+        result, code, max_value_chars=limit, max_log_chars=limit, max_chars=limit, tools=tools
+    )
