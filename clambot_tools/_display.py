@@ -61,25 +61,10 @@ class _Stats(Protocol):
     def fuel_used(self) -> int | None: ...
 
 
-class _Log(Protocol):
-    @property
-    def level(self) -> str: ...
-    @property
-    def message(self) -> str: ...
+class _Shown(render._Result, Protocol):
+    """What is shown of a RunResult (read through its fields only, so this module needs
+    nothing from ``_result``, which calls it for Jupyter)."""
 
-
-class _Shown(Protocol):
-    """What is shown of a RunResult (read through these fields only, so this module
-    needs nothing from ``_result``, which calls it for Jupyter)."""
-
-    @property
-    def ok(self) -> bool: ...
-    @property
-    def value(self) -> Any: ...
-    @property
-    def logs(self) -> Sequence[_Log]: ...
-    @property
-    def error(self) -> render._Error | None: ...
     @property
     def stats(self) -> _Stats: ...
 
@@ -111,7 +96,7 @@ def value_text(value: Any, max_chars: int = MAX_VALUE_CHARS) -> str:
     return cap(render.value_text(value, indent=2), max_chars)
 
 
-def _log_lines(logs: Sequence[_Log]) -> list[tuple[str, str]]:
+def _log_lines(logs: Sequence[render._Log]) -> list[tuple[str, str]]:
     """(level, message) pairs to show, the message visible, capped and indented to align
     its continuation lines under the first."""
     out: list[tuple[str, str]] = []
@@ -121,7 +106,7 @@ def _log_lines(logs: Sequence[_Log]) -> list[tuple[str, str]]:
     return out
 
 
-def _logs_more(logs: Sequence[_Log]) -> str | None:
+def _logs_more(logs: Sequence[render._Log]) -> str | None:
     extra = len(logs) - MAX_LOGS
     return f"… {extra:,} more log entries not shown" if extra > 0 else None
 
@@ -270,7 +255,7 @@ def run_result_markdown(
     return "\n\n".join(parts) + "\n"
 
 
-def _logs_plain(logs: Sequence[_Log]) -> str:
+def _logs_plain(logs: Sequence[render._Log]) -> str:
     rows = [f"{f'[{level}]':<8}{msg}" for level, msg in _log_lines(logs)]
     more = _logs_more(logs)
     if more:
