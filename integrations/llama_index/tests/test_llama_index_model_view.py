@@ -65,7 +65,7 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ),
     (
         "a tool that raises in a loop of 20",
-        f"let n = 0;\nfor (let i = 0; i < 20; i++) {{\n  n += (await tools.get_order("
+        "let n = 0;\nfor (let i = 0; i < 20; i++) {\n  n += (await tools.get_order("
         "{order_id: 'A-' + i})).items.length;\n}\nn",
         ("no order with id A-13", "At line 3", "try/catch around that call"),
     ),
