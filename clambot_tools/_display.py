@@ -1,11 +1,14 @@
 """Readable renderings of a RunResult: HTML and Markdown for Jupyter, plain text for terminals.
 
-Everything in a RunResult may come from an untrusted script (the value, the log messages,
-the error's name, message and stack), so every piece of it is treated as hostile text:
+The pieces (the value's JSON, the code frame, caps, where an error happened, the hint)
+are ``clambot_tools.render``'s, shared with the text a model reads; this module only
+lays them out. Everything in a RunResult may come from an untrusted script (the value,
+the log messages, the error's name, message and stack), so every piece of it is
+treated as hostile text:
 
 * everywhere, control characters, bidi overrides, invisible characters and lone
-  surrogates are made visible as escapes (``_text.visible``, shared with the ``clambot``
-  command, whose terminal output is `run_result_text`);
+  surrogates are made visible as escapes (``render.visible``, shared with the
+  ``clambot`` command, whose terminal output is `run_result_text`);
 * in HTML it is then escaped (``html.escape`` with quotes); the markup around it is
   ours and holds no script, no event handler and no URL;
 * in Markdown it sits in code fences longer than any run of backticks it contains, or is
@@ -13,10 +16,10 @@ the error's name, message and stack), so every piece of it is treated as hostile
 * everything is capped in size, so a 1 MiB result does not freeze a notebook.
 
 A RunResult does not keep the script it ran; pass ``code`` to show the failing line with
-a marker under the error's column (columns count UTF-8 bytes, as QuickJS reports them;
-lines end at ``\\n``, ``\\r\\n``, ``\\r``, U+2028 and U+2029, as in JavaScript). Errors of a
-limit (timeout, memory, output_limit) and internal ones get no frame: their position is
-where the script was stopped, not a mistake (the stack, folded, still says where).
+a marker under the error's column (lines as QuickJS-NG numbers them, see
+``render.js_lines``). Errors of a limit (timeout, memory, output_limit) and internal
+ones get no frame: their position is where the script was stopped, not a mistake (the
+stack, folded, still says where).
 """
 
 from __future__ import annotations

@@ -38,11 +38,11 @@ def test_function_agent_calls_an_mcp_servers_tools_from_javascript() -> None:
 
     def repair(messages: Sequence[ChatMessage]) -> ChatMessage:
         seen = FunctionCalling.observation(messages)
-        assert "error kind: binding_failed" in seen and "unknown city: Lmia" in seen
+        assert "Error (binding_failed)" in seen and "unknown city: Lmia" in seen
         return FunctionCalling.call("run_js_sandboxed", code=LOOKUP)
 
     def answer(messages: Sequence[ChatMessage]) -> ChatMessage:
-        data = json.loads(FunctionCalling.observation(messages).removeprefix("result: "))
+        data = json.loads(FunctionCalling.observation(messages).removeprefix("Result (JSON): "))
         return FunctionCalling.answer(f"{data['temp_c']} °C in Lima ({data['notes']}).")
 
     script = Script(
