@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from . import render
+from ._hints import _Error, _Log, _Result
 from .render import cap, frame_of, visible, where
 
 #: default cap on the characters of the pretty-printed value
@@ -64,7 +65,7 @@ class _Stats(Protocol):
     def fuel_used(self) -> int | None: ...
 
 
-class _Shown(render._Result, Protocol):
+class _Shown(_Result, Protocol):
     """What is shown of a RunResult (read through its fields only, so this module needs
     nothing from ``_result``, which calls it for Jupyter)."""
 
@@ -99,7 +100,7 @@ def value_text(value: Any, max_chars: int = MAX_VALUE_CHARS) -> str:
     return cap(render.value_text(value, indent=2), max_chars)
 
 
-def _log_lines(logs: Sequence[render._Log]) -> list[tuple[str, str]]:
+def _log_lines(logs: Sequence[_Log]) -> list[tuple[str, str]]:
     """(level, message) pairs to show, the message visible, capped and indented to align
     its continuation lines under the first."""
     out: list[tuple[str, str]] = []
@@ -109,7 +110,7 @@ def _log_lines(logs: Sequence[render._Log]) -> list[tuple[str, str]]:
     return out
 
 
-def _logs_more(logs: Sequence[render._Log]) -> str | None:
+def _logs_more(logs: Sequence[_Log]) -> str | None:
     extra = len(logs) - MAX_LOGS
     return f"… {extra:,} more log entries not shown" if extra > 0 else None
 
@@ -134,11 +135,11 @@ def _size(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def _error_head(err: render._Error) -> str:
+def _error_head(err: _Error) -> str:
     return visible(cap(f"{err.name}: {err.message}", MAX_MESSAGE_CHARS))
 
 
-def _stack(err: render._Error) -> str:
+def _stack(err: _Error) -> str:
     return visible(cap((err.stack or "").rstrip("\n"), MAX_MESSAGE_CHARS))
 
 
@@ -258,7 +259,7 @@ def run_result_markdown(
     return "\n\n".join(parts) + "\n"
 
 
-def _logs_plain(logs: Sequence[render._Log]) -> str:
+def _logs_plain(logs: Sequence[_Log]) -> str:
     rows = [f"{f'[{level}]':<8}{msg}" for level, msg in _log_lines(logs)]
     more = _logs_more(logs)
     if more:
