@@ -45,6 +45,7 @@ of a TOML file, the ``mcpServers`` object of a JSON one): `MCPServerConfig` and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shlex
 import urllib.parse
@@ -117,6 +118,10 @@ class EnvSecret(_Model):
             raise ConfigError(f"the environment variable {self.env} (a secret) is not set")
         return self.prefix + value
 
+    def reference(self) -> dict[str, str]:
+        """Where the value comes from, for records such as a binding manifest."""
+        return self.model_dump(exclude_defaults=True)
+
 
 class MCPServerConfig(_Model):
     """One MCP server, as MCP clients list them: a ``command`` (stdio) or a ``url``
@@ -172,6 +177,18 @@ class MCPServerConfig(_Model):
             raise ValueError("headers are for a url, not a command")
         return self
 
+    def recorded(self) -> dict[str, Any]:
+        """What a binding manifest records of this server: the keys that say which
+        server it is and what is granted of it (those not at their defaults), with
+        values of ``env`` and ``headers`` by reference only (an `EnvSecret`'s variable;
+        a value written out as ``"<written in the config>"``, since it may be a secret)."""
+        data = self.model_dump(exclude_defaults=True, exclude={*_TUNING, "env", "headers"})
+        for key in ("env", "headers"):
+            values: dict[str, str | EnvSecret] = getattr(self, key)
+            if values:
+                data[key] = {k: _reference(v) for k, v in sorted(values.items())}
+        return data
+
     @property
     def label(self) -> str:
         """A short name for messages: the command line, or the URL's host and path."""
@@ -181,6 +198,16 @@ class MCPServerConfig(_Model):
         assert self.command is not None
         words = [Path(self.command).name, *(Path(a).name for a in self.args[:1])]
         return shlex.join(words)[:80]
+
+
+#: how a connection behaves, not which server it reaches: not part of its record
+_TUNING = frozenset(
+    {"connect_timeout_s", "connect_attempts", "call_timeout_s", "max_message_bytes"}
+)
+
+
+def _reference(v: str | EnvSecret) -> Any:
+    return v.reference() if isinstance(v, EnvSecret) else "<written in the config>"
 
 
 def load_mcp_config(
@@ -524,7 +551,7 @@ class MCPConnection:
             raise ConfigError(f"tool {name!r}: unknown effects {bad}; use {list(EFFECTS)}")
         desc = tool.description or (tool.annotations.title if tool.annotations else None) or ""
         try:
-            return binding(
+            made = binding(
                 call_mcp_tool,
                 name=prefix + name,
                 description=desc,
@@ -534,6 +561,10 @@ class MCPConnection:
             )
         except ConfigError as exc:
             raise ConfigError(f"the MCP server {self.name}: {exc}") from None
+        # a manifest then notices a server that is reached or configured differently
+        return dataclasses.replace(
+            made, origin={"mcp": self.name, **self.config.recorded(), "tool": name}
+        )
 
     async def acall(self, tool: str, arguments: Mapping[str, Any] | None = None) -> Any:
         """Call `tool` and return what a script would get: its ``structuredContent``

@@ -4,11 +4,18 @@
     clambot check sandbox.toml                      # validate; list the granted tools
     clambot report audit.jsonl [--since 24h] [--check --config sandbox.toml] [--json]
     clambot manifest lock|check|sign|keygen ...     # the binding manifest (bindings.lock)
+    clambot mcp --config sandbox.toml [--http 127.0.0.1:8765]   # serve run_js_sandboxed
 
 `run` prints the RunResult as JSON (or a readable form on a terminal; `--json` forces
 JSON) and exits 0 when the script succeeded, 1 when it failed, 2 on a usage or config
 error. Calls to write bindings ask on the terminal; `--yes` approves them all, and
 without a terminal they are denied.
+
+`mcp` serves the sandbox as an MCP server (one tool, ``run_js_sandboxed``) over stdio,
+or over streamable HTTP with ``--http``: on loopback unless ``--allow-remote``, and
+beyond it only with a bearer token (``--token-env NAME``) unless
+``--insecure-no-token``. Calls to write bindings ask the MCP client's user
+(elicitation); a client that cannot ask gets them refused.
 
 Nothing a script produces reaches the terminal raw: escape sequences, control and bidi
 characters are shown as escapes, and the output always encodes (lone surrogates are
@@ -21,11 +28,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from .._errors import ClamBotError, ConfigError
 from .._policy import Approval, Approver
 from ._terminal import Output, TerminalApprover, is_terminal
+
+if TYPE_CHECKING:
+    from ._config import Config
 
 __all__ = ["main"]
 
@@ -95,6 +105,34 @@ def _parser(out: Output, err: Output) -> _Parser:
     keygen = msub.add_parser("keygen", help="make an Ed25519 key pair for signing")
     keygen.out, keygen.err = out, err
     keygen.add_argument("private_key", help="where to write the private key (PEM, mode 0600)")
+    mcp = add("mcp", help="serve run_js_sandboxed as an MCP server (stdio, or --http)")
+    mcp.add_argument("--config", "-c", help="sandbox.toml (limits, policy, tools, [mcp.NAME])")
+    mcp.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve streamable HTTP at http://HOST:PORT/mcp (host 127.0.0.1 by default; "
+        "port 0 picks one) instead of stdio",
+    )
+    mcp.add_argument(
+        "--sessions",
+        action="store_true",
+        help="keep each MCP session's JavaScript globals between its calls",
+    )
+    mcp.add_argument(
+        "--token-env",
+        metavar="NAME",
+        help="require Authorization: Bearer $NAME on every HTTP request",
+    )
+    mcp.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow --http on an address other machines can reach (needs a token)",
+    )
+    mcp.add_argument(
+        "--insecure-no-token",
+        action="store_true",
+        help="with --allow-remote: serve without a bearer token (anyone who can reach it)",
+    )
     return parser
 
 
@@ -118,13 +156,13 @@ def _read_script(name: str, stdin: TextIO) -> str:
         raise ConfigError(f"{name}: not UTF-8 text (byte {exc.start})") from None
 
 
-def _sandbox(config: str | None, approve: Approver | None) -> Any:
+def _sandbox(cfg: Config | None, approve: Approver | None) -> Any:
     from .. import Sandbox
-    from ._config import build, load_config
+    from ._config import build
 
-    if config is None:
+    if cfg is None:
         return Sandbox()
-    return Sandbox(**build(load_config(config), approve))
+    return Sandbox(**build(cfg, approve))
 
 
 def _result_data(res: Any) -> dict[str, Any]:
@@ -145,14 +183,21 @@ def _cmd_run(args: argparse.Namespace, stdin: TextIO, out: Output, err: Output) 
         approve = asker = TerminalApprover(stdin, err)
     else:
         approve = lambda req: Approval.DENY  # noqa: E731
-    sb = _sandbox(args.config, approve)
-    if asker is not None:
-        asker.start(sb.limits.timeout_s)
+    from ._config import load_config
+
+    cfg = load_config(args.config) if args.config else None
     try:
-        res = sb.run(code)
-    finally:
+        sb = _sandbox(cfg, approve)
         if asker is not None:
-            asker.close()
+            asker.start(sb.limits.timeout_s)
+        try:
+            res = sb.run(code)
+        finally:
+            if asker is not None:
+                asker.close()
+    finally:
+        if cfg is not None:
+            cfg.close()  # MCP servers it started exit now
     if args.json or not out.is_terminal:
         replaced = out.json(_result_data(res))
         if replaced:
@@ -168,18 +213,26 @@ def _cmd_run(args: argparse.Namespace, stdin: TextIO, out: Output, err: Output) 
 
 
 def _cmd_check(args: argparse.Namespace, out: Output) -> int:
-    from .._manifest import check as check_manifest
-    from ._config import build, load_config
+    from ._config import load_config
 
     cfg = load_config(args.config)
+    try:
+        return _check(cfg, args.config, out)
+    finally:
+        cfg.close()
+
+
+def _check(cfg: Config, name: str, out: Output) -> int:
+    from .. import Sandbox
+    from .._manifest import check as check_manifest
+    from ._config import build
+
     kwargs = build(cfg)
     manifest = kwargs.pop("manifest")
-    from .. import Sandbox
-
     sb = Sandbox(**kwargs)
     lim = sb.limits
     out.line(
-        f"{args.config}: OK\n"
+        f"{name}: OK\n"
         f"limits: timeout {lim.timeout_s:g} s, memory {lim.memory_mb} MiB, "
         f"logs {lim.max_log_bytes} B, result {lim.max_result_bytes} B"
     )
@@ -229,7 +282,6 @@ def _cmd_report(args: argparse.Namespace, out: Output) -> int:
 
 def _cmd_manifest(args: argparse.Namespace, out: Output) -> int:
     from .. import _manifest as m
-    from ._config import build_bindings, load_config, lock_path, public_keys
 
     if args.action == "keygen":
         pem, public = m.generate_key()
@@ -243,7 +295,19 @@ def _cmd_manifest(args: argparse.Namespace, out: Output) -> int:
         out.line(f"private key: {target} (keep it secret; sign with --key {target})")
         out.line(f"public key (for [manifest] public_key in sandbox.toml): {public}")
         return 0
+    from ._config import load_config
+
     cfg = load_config(args.config)
+    try:
+        return _manifest_action(args, cfg, out)
+    finally:
+        cfg.close()
+
+
+def _manifest_action(args: argparse.Namespace, cfg: Config, out: Output) -> int:
+    from .. import _manifest as m
+    from ._config import build_bindings, lock_path, public_keys
+
     lock = lock_path(cfg)
     if args.action == "sign":
         try:
@@ -278,6 +342,72 @@ def _cmd_manifest(args: argparse.Namespace, out: Output) -> int:
     return 1
 
 
+def _cmd_mcp(args: argparse.Namespace, err: Output) -> int:
+    from .._mcp_listen import check_exposure, parse_listen, read_token
+
+    # every flag is checked before any MCP server of the config is started
+    token = read_token(args.token_env) if args.token_env else None
+    if args.http is None:
+        if token is not None or args.allow_remote or args.insecure_no_token:
+            raise ConfigError("--token-env, --allow-remote and --insecure-no-token are for --http")
+        address = None
+    else:
+        address = parse_listen(args.http)
+        check_exposure(
+            address[0],
+            token=token,
+            allow_remote=args.allow_remote,
+            no_token=args.insecure_no_token,
+        )
+    from ._config import load_config
+
+    cfg = load_config(args.config) if args.config else None
+    try:
+        return _serve_mcp(cfg, args.sessions, address, token, err)
+    finally:
+        if cfg is not None:
+            cfg.close()
+
+
+def _serve_mcp(
+    cfg: Config | None,
+    sessions: bool,
+    address: tuple[str, int] | None,
+    token: str | None,
+    err: Output,
+) -> int:
+    import anyio
+
+    from .._manifest import check as check_manifest
+    from .._mcp_listen import serve_http, serve_stdio
+    from .._mcp_server import TOOL_NAME, SandboxServer
+    from ._config import build
+
+    kwargs: dict[str, Any] = build(cfg) if cfg is not None else {}
+    manifest = kwargs.pop("manifest", None)
+    if manifest is not None:
+        check_manifest(kwargs["bindings"], manifest)
+    server = SandboxServer(**kwargs, sessions=sessions)
+    tools = len(kwargs.get("bindings", ()))
+    about = f"{TOOL_NAME} with {tools} tool(s), sessions {'on' if sessions else 'off'}"
+    if address is None:
+        err.line(f"clambot mcp: serving {about} on stdio")
+        err.flush()
+        anyio.run(serve_stdio, server.server)
+        return 0
+
+    def listening(url: str) -> None:
+        auth = "a bearer token required" if token is not None else "no token"
+        err.line(f"clambot mcp: serving {about} on {url} ({auth})")
+        err.flush()
+
+    host, port = address
+    anyio.run(
+        lambda: serve_http(server.server, host=host, port=port, token=token, on_listening=listening)
+    )
+    return 0
+
+
 def main(
     argv: list[str] | None = None,
     *,
@@ -301,6 +431,8 @@ def main(
             status = _cmd_check(args, out)
         elif args.command == "report":
             status = _cmd_report(args, out)
+        elif args.command == "mcp":
+            status = _cmd_mcp(args, err)
         else:
             status = _cmd_manifest(args, out)
         out.flush()

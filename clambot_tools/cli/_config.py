@@ -33,6 +33,13 @@ max_p95_ms = 2000
 path = "bindings.lock"    # default: bindings.lock beside this file, enforced if it exists
 public_key = "base64 of a raw Ed25519 public key, or PEM"   # then it must be signed
 
+[mcp.weather]             # an MCP server whose tools become bindings (clambot_tools.mcp)
+command = "python"        # stdio: command, args, env, cwd (default: this file's directory)
+args = ["weather_server.py"]
+[mcp.github]              # or streamable HTTP: url, headers
+url = "https://api.example.com/mcp"
+headers.Authorization = { env = "GITHUB_TOKEN", prefix = "Bearer " }
+
 A key left out is not set: the object it configures (Limits, Policy, the stdlib
 factory, the report's Thresholds) uses its own default, so defaults live in one place.
 """
@@ -43,9 +50,10 @@ import inspect
 import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -53,6 +61,10 @@ from .._bindings import Binding, Effect
 from .._errors import ConfigError
 from .._manifest import LOCK_NAME, Manifest
 from .._policy import Approver
+from ..mcp import EnvSecret, MCPServerConfig, load_mcp_config
+
+if TYPE_CHECKING:
+    from ..mcp import MCPConnection
 
 
 class _Section(BaseModel):
@@ -97,14 +109,10 @@ class FilesSection(_Section):
     prefix: str | None = None
 
 
-class SecretRef(_Section):
-    env: str
-    prefix: str | None = None
-
-
 class HttpSection(_Section):
     allow_hosts: list[str]
-    secrets: dict[str, dict[str, str | SecretRef]] | None = None
+    #: a header's value, or where it comes from: ``{ env = "NAME", prefix = "Bearer " }``
+    secrets: dict[str, dict[str, str | EnvSecret]] | None = None
     timeout_s: float | None = None
     max_response_bytes: int | None = None
     max_redirects: int | None = None
@@ -150,15 +158,26 @@ class SandboxConfig(_Section):
     audit: AuditSection | None = None
     rollout: RolloutSection = Field(default_factory=RolloutSection)
     manifest: ManifestSection | None = None
+    #: MCP servers by name, as MCP clients list them (checked by `load_mcp_config`)
+    mcp: dict[str, Any] | None = None
 
 
 class Config:
-    """A loaded sandbox.toml: its sections and the directory its paths are relative to."""
+    """A loaded sandbox.toml: its sections, its MCP servers, and the directory its paths
+    are relative to. `close` ends the MCP connections `build_bindings` made."""
 
     def __init__(self, sections: SandboxConfig, path: Path) -> None:
         self.sections = sections
         self.path = path
         self.base = path.resolve().parent
+        #: the ``[mcp.NAME]`` servers as written (a relative ``cwd`` not resolved yet)
+        self.mcp_servers: dict[str, MCPServerConfig] = {}
+        self.connections: list[MCPConnection] = []
+
+    def close(self) -> None:
+        """Close the MCP connections made for this config (their servers exit)."""
+        while self.connections:
+            self.connections.pop().close()
 
     def rel(self, p: str) -> Path:
         """A path of the file, relative to the file's directory unless absolute."""
@@ -191,20 +210,22 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{p}: {problems}") from None
-    return Config(sections, p)
+    cfg = Config(sections, p)
+    if sections.mcp is not None:
+        try:
+            cfg.mcp_servers = load_mcp_config(sections.mcp)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc}") from None
+    return cfg
 
 
-def _secret(value: str | SecretRef) -> str:
-    if isinstance(value, str):
-        return value
-    if value.env not in os.environ:
-        raise ConfigError(f"the environment variable {value.env} (a secret) is not set")
-    return (value.prefix or "") + os.environ[value.env]
+def _secret(value: str | EnvSecret) -> str:
+    return value if isinstance(value, str) else value.resolve()
 
 
-def _secret_origin(value: str | SecretRef) -> Any:
+def _secret_origin(value: str | EnvSecret) -> Any:
     """What the manifest records of a secret: where it comes from, never its value."""
-    return "<written in the config>" if isinstance(value, str) else value.given()
+    return "<written in the config>" if isinstance(value, str) else value.reference()
 
 
 def _stdlib(
@@ -221,11 +242,14 @@ def _stdlib(
     return [replace(b, origin=origin) for b in made]
 
 
-def build_bindings(cfg: Config) -> list[Binding]:
-    """The standard bindings the config grants, each with its origin.
+def build_bindings(cfg: Config, max_result_bytes: int | None = None) -> list[Binding]:
+    """The bindings the config grants (standard ones, then the MCP servers' tools),
+    each with its origin. MCP servers are connected here (all at once) and stay
+    connected until ``cfg.close()``; `max_result_bytes` sizes their message cap.
 
-    Raises ConfigError for invalid values or a missing secret; ImportError if the http
-    section is used without httpx installed.
+    Raises ConfigError for invalid values or a missing secret, MCPConnectionError for
+    a server that cannot be reached; ImportError if the http section is used without
+    httpx, or an MCP server without the mcp package.
     """
     s = cfg.sections
     bindings: list[Binding] = []
@@ -249,6 +273,35 @@ def build_bindings(cfg: Config) -> list[Binding]:
 
         kwargs = {**s.sql.given(skip=("database",)), "db_path": cfg.rel(s.sql.database)}
         bindings += _stdlib(sql.bindings, "sql", kwargs, {"db_path": s.sql.database})
+    if cfg.mcp_servers:
+        bindings += _mcp(cfg, max_result_bytes)
+    return bindings
+
+
+def _mcp(cfg: Config, max_result_bytes: int | None) -> list[Binding]:
+    """The tools of the config's MCP servers as bindings, each recording its server's
+    configuration as written (paths relative to the config, secrets by reference)."""
+    from ..mcp import MCPConnection
+
+    conns: list[tuple[str, MCPConnection]] = []
+    for name, written in cfg.mcp_servers.items():
+        update: dict[str, Any] = {}
+        if written.command is not None:  # relative paths are relative to the config
+            update["cwd"] = str(cfg.rel(written.cwd) if written.cwd else cfg.base)
+        if max_result_bytes is not None and "max_message_bytes" not in written.model_fields_set:
+            update["max_message_bytes"] = max(1024, 4 * max_result_bytes)
+        conn = MCPConnection(written.model_copy(update=update), name=name)
+        cfg.connections.append(conn)
+        conns.append((name, conn))
+    # each server takes a while to start (a process, a handshake): start them together
+    with ThreadPoolExecutor(len(conns), thread_name_prefix="clambot-mcp-connect") as pool:
+        made = list(pool.map(lambda c: c[1].bindings(), conns))
+    bindings: list[Binding] = []
+    for name, granted in zip(cfg.mcp_servers, made, strict=True):
+        server = {"mcp": name, **cfg.mcp_servers[name].recorded()}
+        for b in granted:
+            tool = (b.origin or {}).get("tool", b.name)
+            bindings.append(replace(b, origin={**server, "tool": tool}))
     return bindings
 
 
@@ -278,10 +331,11 @@ def build(cfg: Config, approve: Approver | None = None) -> dict[str, Any]:
     audit = None
     if s.audit is not None:
         audit = AuditLog(cfg.rel(s.audit.path), **s.audit.given(skip=("path",)))
+    limits = Limits(**s.limits.given())
     return {
-        "limits": Limits(**s.limits.given()),
+        "limits": limits,
         "policy": Policy(**s.policy.given(), approve=approve),
-        "bindings": build_bindings(cfg),
+        "bindings": build_bindings(cfg, limits.max_result_bytes),
         "audit": audit,
         "manifest": manifest_of(cfg),
     }
