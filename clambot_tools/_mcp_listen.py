@@ -174,10 +174,13 @@ async def serve_http(
     server: Any, *, host: str, port: int, token: str | None, on_listening: Callable[[str], None]
 ) -> None:
     """Serve `server` (the SDK's low-level Server) over streamable HTTP at
-    ``http://host:port/mcp`` until interrupted (SIGINT/SIGTERM); `on_listening` gets the
-    URL once the socket listens. The address must have passed `check_exposure`.
+    ``http://host:port/mcp`` until SIGINT or SIGTERM (then it shuts down gracefully,
+    and the signal's own handler runs); `on_listening` gets the URL once the server is
+    up. The address must have passed `check_exposure`.
 
     Raises ConfigError if the address cannot be bound."""
+    import asyncio
+
     import uvicorn
 
     app: ASGIApp = server.streamable_http_app(host=host)
@@ -192,10 +195,20 @@ async def serve_http(
         lifespan="on",
         timeout_graceful_shutdown=int(_GRACEFUL_S),
     )
-    on_listening(f"http://{shown}:{bound[1]}/mcp")
+    web = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not web.started:  # up, and handling signals: now say where it is
+            await asyncio.sleep(0.01)
+        on_listening(f"http://{shown}:{bound[1]}/mcp")
+
+    # a plain task, not a task group: a signal's handler may raise out of serve()
+    # after the graceful shutdown, and must reach the caller as it is
+    announcing = asyncio.get_running_loop().create_task(announce())
     try:
-        await uvicorn.Server(config).serve(sockets=[sock])
+        await web.serve(sockets=[sock])
     finally:
+        announcing.cancel()
         sock.close()
 
 

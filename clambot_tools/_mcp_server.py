@@ -54,8 +54,8 @@ MAX_QUESTION_ARGS_CHARS = 20_000
 #: how long past its run's deadline an approval question waits for its answer, so that
 #: an answer that arrives just too late is recorded as such (``expired``)
 _LATE_ANSWER_S = 1.0
-#: deeper values stay out of structuredContent (JSON parsers on both sides stop near
-#: 200 levels); the text content still shows them
+#: deeper values cross as JSON text (MCP's JSON parsers on both sides stop near 200
+#: levels, and pydantic's encoder near 255)
 _MAX_STRUCTURED_DEPTH = 100
 
 _ABOUT = (
@@ -94,6 +94,11 @@ _OUTPUT_SCHEMA: dict[str, Any] = {
     "properties": {
         "ok": {"type": "boolean"},
         "value": {"description": "the JSON value of the script's last expression"},
+        "value_json": {
+            "type": "string",
+            "description": f"the value as JSON text, when nested over {_MAX_STRUCTURED_DEPTH} "
+            "levels deep (value is then null)",
+        },
         "logs": {
             "type": "array",
             "items": {
@@ -157,7 +162,7 @@ def describe(sb: Sandbox, *, kept: bool) -> str:
 def structured(res: RunResult) -> dict[str, Any]:
     """The RunResult as the result's ``structuredContent``: JSON that encodes and that
     MCP's parsers accept (NaN and the infinities as null, lone surrogates as U+FFFD; a
-    value nested too deeply is left out, with a note, and shown in the text)."""
+    value nested too deeply for them comes as its JSON text, ``value_json``)."""
     data: dict[str, Any] = {
         "ok": res.ok,
         "value": res.value,
@@ -167,10 +172,7 @@ def structured(res: RunResult) -> dict[str, Any]:
     }
     if _deeper_than(res.value, _MAX_STRUCTURED_DEPTH):
         data["value"] = None
-        data["value_note"] = (
-            f"the value is nested more than {_MAX_STRUCTURED_DEPTH} levels deep: "
-            "it is shown only in the text content"
-        )
+        data["value_json"] = json_text(res.value, indent=None)[0]
     text, _ = json_text(data, indent=None)
     safe: dict[str, Any] = _jsonsafe.loads(text)
     return safe

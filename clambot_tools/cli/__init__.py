@@ -25,8 +25,12 @@ shown as escapes, or written as U+FFFD in JSON, and a note on stderr says so).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -363,10 +367,36 @@ def _cmd_mcp(args: argparse.Namespace, err: Output) -> int:
 
     cfg = load_config(args.config) if args.config else None
     try:
-        return _serve_mcp(cfg, args.sessions, address, token, err)
+        with _terminate_ends_normally():
+            return _serve_mcp(cfg, args.sessions, address, token, err)
+    except _Terminated:
+        return 0
     finally:
         if cfg is not None:
-            cfg.close()
+            cfg.close()  # the MCP servers it fronts exit with it
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived: stop serving and end normally (the MCP servers it started are
+    closed on the way out)."""
+
+
+@contextlib.contextmanager
+def _terminate_ends_normally() -> Iterator[None]:
+    """Turn SIGTERM into `_Terminated` (in the main thread): a service manager's stop
+    then unwinds the command like a return, instead of killing it midway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _serve_mcp(
@@ -389,16 +419,16 @@ def _serve_mcp(
         check_manifest(kwargs["bindings"], manifest)
     server = SandboxServer(**kwargs, sessions=sessions)
     tools = len(kwargs.get("bindings", ()))
-    about = f"{TOOL_NAME} with {tools} tool(s), sessions {'on' if sessions else 'off'}"
+    about = f"{TOOL_NAME} ({tools} tool(s), sessions {'on' if sessions else 'off'})"
     if address is None:
-        err.line(f"clambot mcp: serving {about} on stdio")
+        err.line(f"clambot mcp: serving {about} over stdio")
         err.flush()
         anyio.run(serve_stdio, server.server)
         return 0
 
     def listening(url: str) -> None:
         auth = "a bearer token required" if token is not None else "no token"
-        err.line(f"clambot mcp: serving {about} on {url} ({auth})")
+        err.line(f"clambot mcp: serving {about} at {url} ({auth})")
         err.flush()
 
     host, port = address
