@@ -7,12 +7,11 @@ low-level server (``clambot mcp`` serves it over stdio or streamable HTTP).
   the script and answers with the RunResult as ``structuredContent`` and a text
   rendering for the model; a script that failed is an ``isError`` result.
 * **Approvals.** A call that needs approval (a ``write``, by default) is put to the
-  client's user through MCP elicitation, bound to the ``tools/call`` request that runs
-  the script. A client that cannot elicit (it did not declare the capability, or it
-  speaks the 2026-07-28 protocol, where a server may not send requests) gets no
-  approver: such calls are refused, and the description says so. An answer counts only
-  while its run lasts; one that comes later approves nothing (the core records the
-  call as ``expired``).
+  client's user through MCP elicitation, on the ``tools/call`` that runs the script
+  (see ``_mcp_approval``: a request in the 2025 protocols, ``InputRequiredResult``
+  rounds in 2026-07-28). A client that declared no elicitation gets no approver: such
+  calls are refused, and the description says so. An answer counts only while its run
+  lasts; one that comes later approves nothing (the core records it ``expired``).
 * **Sessions** (optional): the JavaScript globals of one MCP session (a stdio
   connection, or a streamable HTTP session) are kept from one call to the next, and
   freed when the MCP session ends. Without them, or on a connection without a session
@@ -25,10 +24,7 @@ client that cancels its ``tools/call`` stops the script).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures as cf
 import dataclasses
-import threading
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,11 +32,12 @@ from . import _jsonsafe
 from ._audit import AuditLog
 from ._bindings import Binding
 from ._limits import Limits
-from ._policy import Approval, ApprovalRequest, Policy
+from ._mcp_approval import Asker, Channel, Parked, Rounds, how_to_ask, request_channel
+from ._policy import Approval, Policy
 from ._result import RunResult
 from ._sandbox import Sandbox
 from ._session import Session
-from ._text import json_text, visible
+from ._text import json_text
 
 if TYPE_CHECKING:
     import mcp_types as types
@@ -49,11 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["TOOL_NAME", "SandboxServer"]
 
 TOOL_NAME = "run_js_sandboxed"
-#: arguments longer than this (as JSON) are refused without asking: nobody can review them
-MAX_QUESTION_ARGS_CHARS = 20_000
-#: how long past its run's deadline an approval question waits for its answer, so that
-#: an answer that arrives just too late is recorded as such (``expired``)
-_LATE_ANSWER_S = 1.0
 #: deeper values cross as JSON text (MCP's JSON parsers on both sides stop near 200
 #: levels, and pydantic's encoder near 255)
 _MAX_STRUCTURED_DEPTH = 100
@@ -119,18 +111,6 @@ _OUTPUT_SCHEMA: dict[str, Any] = {
         "stats": {"type": "object"},
     },
     "required": ["ok"],
-}
-_APPROVAL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "allow": {
-            "type": "boolean",
-            "title": "Allow this call",
-            "description": "Allow this one call of the tool, with these arguments",
-            "default": False,
-        }
-    },
-    "required": ["allow"],
 }
 
 
@@ -214,85 +194,6 @@ def _refusal(message: str) -> types.CallToolResult:
     )
 
 
-# -- approvals through elicitation
-
-
-def can_elicit(ctx: ServerRequestContext[Any, Any]) -> bool:
-    """Whether this request's client can be asked a question (form elicitation) now:
-    it declared the capability, speaks a handshake-era protocol (2026-07-28 forbids
-    server requests) and the request has a channel to send it on."""
-    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-
-    if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
-        return False
-    caps = ctx.session.client_capabilities
-    if caps is None or caps.elicitation is None:
-        return False
-    # an empty elicitation capability (2025-06-18) means form mode
-    if caps.elicitation.form is None and caps.elicitation.url is not None:
-        return False
-    return ctx.session.can_send_request
-
-
-def question(req: ApprovalRequest) -> str | None:
-    """The text put to the user for `req`, or None when the arguments are too long to
-    review. Everything from the script is shown inert (escapes, not control codes)."""
-    args, _ = json_text(dict(req.args))
-    if len(args) > MAX_QUESTION_ARGS_CHARS:
-        return None
-    about = visible(req.description, keep_newlines=False)
-    about = f" ({about[:300]}{'…' if len(about) > 300 else ''})" if about else ""
-    effects = ", ".join(req.effects)
-    return (
-        f"A script wants to call tools.{visible(req.binding)} [{effects}]{about} "
-        f"with the arguments:\n{args}\nAllow this one call?"
-    )
-
-
-class Asker:
-    """The approver of one run (or of one session's runs, one at a time): asks the
-    client of the ``tools/call`` that runs the script, through elicitation.
-
-    It is called on one of the package's threads (approvers may block there) and waits
-    for the answer on the server's event loop, at most until the run's deadline (plus
-    a moment, so an answer that arrives just too late is recorded as ``expired``).
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._loop_thread = threading.get_ident()  # made on the loop's thread
-        self._ctx: ServerRequestContext[Any, Any] | None = None
-        self._deadline = 0.0
-
-    def begin(self, ctx: ServerRequestContext[Any, Any], timeout_s: float) -> None:
-        """A run of `timeout_s` seconds starts for the request `ctx`."""
-        self._ctx = ctx
-        self._deadline = time.monotonic() + timeout_s
-
-    def __call__(self, req: ApprovalRequest) -> Approval:
-        ctx, deadline = self._ctx, self._deadline
-        if ctx is None or threading.get_ident() == self._loop_thread:
-            return Approval.DENY  # never block the loop that must carry the answer
-        text = question(req)
-        if text is None:
-            return Approval.DENY
-        window = deadline + _LATE_ANSWER_S - time.monotonic()
-        if window <= 0:
-            return Approval.DENY
-        pending = asyncio.run_coroutine_threadsafe(_elicit(ctx, text), self._loop)
-        try:
-            answer = pending.result(timeout=window)
-        except cf.TimeoutError:
-            pending.cancel()  # the client is told the question is withdrawn
-            return Approval.DENY
-        allowed = answer.action == "accept" and (answer.content or {}).get("allow") is True
-        return Approval.ALLOW_ONCE if allowed else Approval.DENY
-
-
-async def _elicit(ctx: ServerRequestContext[Any, Any], text: str) -> types.ElicitResult:
-    return await ctx.session.elicit_form(text, _APPROVAL_SCHEMA, related_request_id=ctx.request_id)
-
-
 # -- sessions
 
 
@@ -367,6 +268,7 @@ class SandboxServer:
         self._plain = self._sandbox(None)
         self._asking = self._sandbox(lambda req: Approval.DENY)
         self._descriptions: dict[tuple[bool, bool], str] = {}
+        self._rounds = Rounds()
         self.server: Server[Any] = Server(
             name,
             version=_version(),
@@ -417,11 +319,12 @@ class SandboxServer:
     ) -> types.ListToolsResult:
         import mcp_types as types
 
-        return types.ListToolsResult(tools=[self.tool(asks=can_elicit(ctx), kept=self._kept(ctx))])
+        asks = how_to_ask(ctx) is not None
+        return types.ListToolsResult(tools=[self.tool(asks=asks, kept=self._kept(ctx))])
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         if params.name != TOOL_NAME:
             return _refusal(f"there is no tool {params.name!r}; the only tool is {TOOL_NAME}")
         args = params.arguments or {}
@@ -430,26 +333,52 @@ class SandboxServer:
             return _refusal(
                 f"{TOOL_NAME} takes one argument, code: the JavaScript program as a string"
             )
+        how = how_to_ask(ctx)
+        if how != "rounds":
+            channel = request_channel(ctx) if how == "request" else None
+            return tool_result(await self._run(ctx, code, channel), code)
+        # 2026-07-28: questions travel as InputRequiredResult rounds
+        if params.request_state is not None:
+            parked = self._rounds.find(params.request_state, code)
+            if parked is None:
+                return _refusal(
+                    "this call's requestState names no running script (it ended, or "
+                    "belongs to another one): send the script again"
+                )
+            parked.answer(dict(params.input_responses or {}))
+        else:
+            parked = Parked(code)
+            try:
+                self._rounds.park(parked, self._run(ctx, code, parked.ask))
+            except RuntimeError as exc:
+                return _refusal(str(exc))
+        outcome = await self._rounds.next(parked)
+        return tool_result(outcome, code) if isinstance(outcome, RunResult) else outcome
+
+    async def _run(
+        self, ctx: ServerRequestContext[Any, Any], code: str, channel: Channel | None
+    ) -> RunResult:
+        """Run `code` for the request `ctx` (in its MCP session's JavaScript session
+        when sessions are kept), asking approvals through `channel` (None: refused)."""
         conn = _connection(ctx)
         if self.sessions and _has_session(ctx, conn):
-            kept = self._kept_session(ctx, conn)
+            kept = self._kept_session(conn, asks=channel is not None)
             async with kept.lock:
-                if kept.asker is not None:
-                    kept.asker.begin(ctx, self.limits.timeout_s)
-                res = await kept.session.arun(code)
-        else:
-            asker = Asker(asyncio.get_running_loop()) if can_elicit(ctx) else None
-            if asker is not None:
-                asker.begin(ctx, self.limits.timeout_s)
-            res = await self._sandbox(asker).arun(code)
-        return tool_result(res, code)
+                if kept.asker is not None:  # this request's channel, or none: refuse
+                    kept.asker.begin(channel, self.limits.timeout_s)
+                return await kept.session.arun(code)
+        asker = None
+        if channel is not None:
+            asker = Asker(asyncio.get_running_loop())
+            asker.begin(channel, self.limits.timeout_s)
+        return await self._sandbox(asker).arun(code)
 
-    def _kept_session(self, ctx: ServerRequestContext[Any, Any], conn: Any) -> _Kept:
-        """The JavaScript session of this request's MCP session, made on its first call
-        and closed when the MCP session ends."""
+    def _kept_session(self, conn: Any, *, asks: bool) -> _Kept:
+        """The JavaScript session of this MCP session, made on its first call (with an
+        approver if its client can be asked) and closed when the MCP session ends."""
         kept: _Kept | None = conn.state.get(_STATE_KEY)
         if kept is None:
-            asker = Asker(asyncio.get_running_loop()) if can_elicit(ctx) else None
+            asker = Asker(asyncio.get_running_loop()) if asks else None
             kept = _Kept(self._sandbox(asker).session(), asker)
             conn.state[_STATE_KEY] = kept
             conn.exit_stack.push_async_callback(kept.aclose)

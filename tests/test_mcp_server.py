@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -28,7 +29,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def config(workspace: Path) -> Path:
     return write_config(
         workspace,
-        '[limits]\ntimeout_s = 5\n[files]\nroot = "data"\nwrite = true\n'
+        '[limits]\ntimeout_s = 3\n[files]\nroot = "data"\nwrite = true\n'
         '[audit]\npath = "audit.jsonl"\n',
     )
 
@@ -57,7 +58,7 @@ def test_one_tool_whose_description_declares_the_granted_bindings(mcp: Client) -
     assert tool.name == TOOL
     assert tool.input_schema["required"] == ["code"]
     desc = tool.description or ""
-    assert "JavaScript" in desc and "5 s per run" in desc and "Each run starts fresh" in desc
+    assert "JavaScript" in desc and "3 s per run" in desc and "Each run starts fresh" in desc
     # the standard bindings and the fronted server's tools, in TypeScript
     assert "fs_write_text(args: {" in desc
     assert "lookup(args: {\n    city: string;" in desc
@@ -216,24 +217,52 @@ def test_each_call_starts_fresh_without_sessions(mcp: Client) -> None:
     assert res.structured_content["value"] == "undefined"  # type: ignore[index]
 
 
-def test_a_2026_client_runs_scripts_and_cannot_approve(config: Path) -> None:
-    """The SDK's Client negotiates the 2026-07-28 protocol, where a server may not send
-    requests: scripts run; writes are refused, and the description says so."""
+def _sdk_client_session(
+    config: Path, elicit: Any
+) -> tuple[str, types.CallToolResult, types.CallToolResult, list[str], str | None]:
+    """The SDK's own `Client` (it negotiates the 2026-07-28 protocol, where approvals
+    travel as InputRequiredResult rounds): the description, a read, a write and the
+    notes after it."""
+    asked: list[str] = []
 
-    async def session() -> tuple[str, types.CallToolResult, types.CallToolResult, str | None]:
+    async def callback(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        return await elicit(params)
+
+    async def session() -> tuple[
+        str, types.CallToolResult, types.CallToolResult, list[str], str | None
+    ]:
         command = clambot_mcp("--config", str(config))
         params = StdioServerParameters(command=command[0], args=command[1:])
-        async with SdkClient(params) as c:
+        async with SdkClient(params, elicitation_callback=callback if elicit else None) as c:
             (tool,) = (await c.list_tools()).tools
             ok = await c.call_tool(TOOL, {"code": "(await tools.lookup({city: 'Rome'})).city"})
-            write = await c.call_tool(TOOL, {"code": "await tools.add_note({text: 'x'})"})
-            return tool.description or "", ok, write, c.protocol_version
+            write = await c.call_tool(
+                TOOL, {"code": "await tools.add_note({text: '2026'}); (await tools.notes()).result"}
+            )
+            return tool.description or "", ok, write, asked, c.protocol_version
 
-    desc, ok, write, version = anyio.run(session)
+    return anyio.run(session)
+
+
+def test_a_2026_client_approves_through_input_required_rounds(config: Path) -> None:
+    desc, ok, write, asked, version = _sdk_client_session(config, accept())
     assert version == "2026-07-28"
     assert ok.structured_content["value"] == "Rome"  # type: ignore[index]
+    assert "a write). (needs approval" in desc
+    assert write.is_error is False, text(write)
+    assert write.structured_content["value"] == ["2026"]  # type: ignore[index]
+    (question,) = asked
+    assert "tools.add_note" in question and '"text": "2026"' in question
+
+
+def test_a_2026_client_that_declines_or_cannot_elicit_gets_no_write(config: Path) -> None:
+    desc, _, write, asked, _ = _sdk_client_session(config, refuse())
+    assert write.is_error is True and len(asked) == 1
+    assert write.structured_content["error"]["kind"] == "binding_denied"  # type: ignore[index]
+    desc, _, write, asked, _ = _sdk_client_session(config, None)
     assert "a write). (always refused" in desc
-    assert write.is_error is True
+    assert write.is_error is True and asked == []
 
 
 def test_an_approval_that_comes_after_the_run_never_runs_the_write(tmp_path: Path) -> None:

@@ -13,9 +13,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import anyio
+import httpx2
 import pytest
+from mcp.client.streamable_http import streamable_http_client
 from mcp_helpers import PATIENCE_S, wait_until
-from mcp_serving import Client, HttpServer, accept, http, text, write_config
+from mcp_serving import TOOL, Client, HttpServer, accept, http, text, write_config
 
 from clambot_tools.cli import main
 
@@ -232,3 +234,34 @@ def test_the_server_stops_cleanly(tmp_path: Path) -> None:
     assert wait_until(lambda: s.process.poll() is not None)
     assert s.process.returncode == 0
     s.stop()
+
+
+def test_a_2026_client_over_http_runs_fresh_and_approves_in_rounds(server: HttpServer) -> None:
+    """The SDK's own Client speaks 2026-07-28 over HTTP: stateless requests (so no
+    session keeps globals, even with --sessions), approvals as InputRequiredResult
+    rounds on separate HTTP requests."""
+    from mcp import Client as SdkClient
+    from mcp_types import ElicitRequestParams, ElicitResult
+
+    async def approve(ctx: object, params: ElicitRequestParams) -> ElicitResult:
+        return ElicitResult(action="accept", content={"allow": True})
+
+    async def session() -> tuple[str, object, object, object, str | None]:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=PATIENCE_S) as http_client:
+            transport = streamable_http_client(server.url, http_client=http_client)
+            async with SdkClient(transport, elicitation_callback=approve) as c:
+                (tool,) = (await c.list_tools()).tools
+                first = await c.call_tool(TOOL, {"code": "globalThis.kept = 1; kept"})
+                second = await c.call_tool(TOOL, {"code": "typeof kept"})
+                write = await c.call_tool(
+                    TOOL, {"code": "await tools.add_note({text: 'rounds over http'})"}
+                )
+                return tool.description or "", first, second, write, c.protocol_version
+
+    desc, first, second, write, version = anyio.run(session)
+    assert version == "2026-07-28"
+    assert "Each run starts fresh" in desc and "(needs approval)" in desc
+    assert first.structured_content["value"] == 1  # type: ignore[attr-defined]
+    assert second.structured_content["value"] == "undefined"  # type: ignore[attr-defined]
+    assert write.is_error is False, write
