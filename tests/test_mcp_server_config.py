@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from mcp_helpers import SERVER, alive, children, wait_until
-from mcp_serving import write_config
+from mcp_helpers import PATIENCE_S, SERVER, alive, children, wait_until
+from mcp_serving import clambot_mcp, write_config
 
 from clambot_tools.cli import main
 
@@ -164,3 +165,20 @@ def test_http_secrets_take_the_same_env_references(
     monkeypatch.delenv("CLAMBOT_TEST_API_TOKEN")
     code, _, err = cli("check", str(config))
     assert code == 2 and "CLAMBOT_TEST_API_TOKEN (a secret) is not set" in err
+
+
+def test_clambot_mcp_refuses_to_serve_bindings_that_differ_from_the_lock(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    assert cli("manifest", "lock", "--config", str(config))[0] == 0
+    config.write_text(config.read_text() + 'tools = ["lookup"]\n')
+    done = subprocess.run(
+        clambot_mcp("--config", str(config)),
+        stdin=subprocess.DEVNULL,  # were it to serve, it would end at once
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE_S * 2,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "echo: removed" in done.stderr and "lookup: origin" in done.stderr
+    assert done.stdout == ""  # nothing was served
