@@ -182,3 +182,23 @@ def test_clambot_mcp_refuses_to_serve_bindings_that_differ_from_the_lock(tmp_pat
     assert done.returncode == 2
     assert "echo: removed" in done.stderr and "lookup: origin" in done.stderr
     assert done.stdout == ""  # nothing was served
+
+
+def test_without_the_mcp_package_the_commands_say_how_to_install_it(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    probe = (
+        "import sys; sys.modules['mcp'] = None\n"  # as if the package were not installed
+        "from clambot_tools.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    for args in (["mcp"], ["check", str(config)]):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE_S,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "pip install 'clambot-tools[mcp]'" in done.stderr

@@ -347,6 +347,9 @@ def _manifest_action(args: argparse.Namespace, cfg: Config, out: Output) -> int:
 
 
 def _cmd_mcp(args: argparse.Namespace, err: Output) -> int:
+    from ._config import require_mcp
+
+    require_mcp("clambot mcp")
     from .._mcp_listen import check_exposure, parse_listen, read_token
 
     # every flag is checked before any MCP server of the config is started

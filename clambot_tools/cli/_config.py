@@ -278,11 +278,20 @@ def build_bindings(cfg: Config, max_result_bytes: int | None = None) -> list[Bin
     return bindings
 
 
+def require_mcp(what: str) -> None:
+    """Raise ConfigError saying how to install the MCP SDK, if it cannot be imported."""
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{what} needs the MCP SDK: pip install 'clambot-tools[mcp]'") from None
+
+
 def _mcp(cfg: Config, max_result_bytes: int | None) -> list[Binding]:
     """The tools of the config's MCP servers as bindings, each recording its server's
     configuration as written (paths relative to the config, secrets by reference)."""
     from ..mcp import MCPConnection
 
+    require_mcp(f"[mcp.{next(iter(cfg.mcp_servers))}]")
     conns: list[tuple[str, MCPConnection]] = []
     for name, written in cfg.mcp_servers.items():
         update: dict[str, Any] = {}
