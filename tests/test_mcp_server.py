@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import mcp_types as types
 import pytest
 from mcp import Client as SdkClient
 from mcp.client.stdio import StdioServerParameters
-from mcp_helpers import wait_until
+from mcp_helpers import PATIENCE_S, alive, wait_until
 from mcp_serving import TOOL, Client, accept, clambot_mcp, refuse, stdio, text, write_config
 
 
@@ -301,3 +302,42 @@ def test_an_approval_that_comes_after_the_run_never_runs_the_write(tmp_path: Pat
         assert "late" not in notes(c)
     finally:
         c.close()
+
+
+def test_sigterm_ends_the_server_and_the_servers_it_fronts(config: Path) -> None:
+    """A service manager's stop while the client still holds stdin open."""
+    process = subprocess.Popen(
+        clambot_mcp("--config", str(config)),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"},
+        },
+    }
+    try:
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(json.dumps(hello) + "\n")
+        process.stdin.flush()
+        assert json.loads(process.stdout.readline())["id"] == 1  # serving, stdin held open
+        tasks = Path(f"/proc/{process.pid}/task").iterdir()
+        fronted = [int(p) for t in tasks for p in (t / "children").read_text().split()]
+        assert fronted  # tests/mcp_server.py, started for [mcp.notes]
+        process.terminate()
+        assert process.wait(PATIENCE_S) == 0
+        assert wait_until(lambda: not any(alive(pid) for pid in fronted))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(PATIENCE_S)
+        for stream in (process.stdin, process.stdout, process.stderr):
+            assert stream is not None
+            stream.close()

@@ -373,15 +373,23 @@ def _cmd_mcp(args: argparse.Namespace, err: Output) -> int:
         with _terminate_ends_normally():
             return _serve_mcp(cfg, args.sessions, address, token, err)
     except _Terminated:
+        if address is None:
+            # the SDK reads stdin on a worker thread that stays blocked in read() and
+            # would hold the interpreter's exit until the client closes stdin
+            if cfg is not None:
+                cfg.close()
+            err.flush()
+            os._exit(0)
         return 0
     finally:
         if cfg is not None:
             cfg.close()  # the MCP servers it fronts exit with it
 
 
-class _Terminated(BaseException):
+class _Terminated(SystemExit):
     """SIGTERM arrived: stop serving and end normally (the MCP servers it started are
-    closed on the way out)."""
+    closed on the way out). A SystemExit, because asyncio lets only those (and
+    KeyboardInterrupt) out of a task that happens to be running when it is raised."""
 
 
 @contextlib.contextmanager
