@@ -29,7 +29,7 @@ ENV = {"CLAMBOT_TEST_TOKEN": TOKEN}
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpServer]:
     """`clambot mcp --http 0 --sessions --token-env ...`, fronting tests/mcp_server.py."""
     workspace = tmp_path_factory.mktemp("mcp-http")
-    config = write_config(workspace, "[limits]\ntimeout_s = 5\n")
+    config = write_config(workspace, "[limits]\ntimeout_s = 3\n")
     s = HttpServer(
         "--config", str(config), "--http", "0", "--sessions",
         "--token-env", "CLAMBOT_TEST_TOKEN", env=ENV,
