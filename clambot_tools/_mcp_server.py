@@ -1,11 +1,12 @@
 """The sandbox as an MCP server: one tool, ``run_js_sandboxed``, on the MCP SDK's
 low-level server (``clambot mcp`` serves it over stdio or streamable HTTP).
 
-* **The tool.** Its input is ``{"code": "<JavaScript>"}``; its description says what
-  the language and the limits are and carries the TypeScript declaration of the granted
-  bindings (standard ones, and the tools of MCP servers this one fronts). A call runs
-  the script and answers with the RunResult as ``structuredContent`` and a text
-  rendering for the model; a script that failed is an ``isError`` result.
+* **The tool.** Its input is ``{"code": "<JavaScript>"}`` (markdown fences around it
+  are stripped); its description (``render.tool_description``) says what the language
+  and the limits are and carries the TypeScript declaration of the granted bindings
+  (standard ones, and the tools of MCP servers this one fronts). A call runs the script
+  and answers with the RunResult as ``structuredContent`` and the text a model reads
+  (``render.model_text``); a script that failed is an ``isError`` result.
 * **Approvals.** A call that needs approval (a ``write``, by default) is put to the
   client's user through MCP elicitation, on the ``tools/call`` that runs the script
   (see ``_mcp_approval``: a request in the 2025 protocols, ``InputRequiredResult``
@@ -38,6 +39,7 @@ from ._result import RunResult
 from ._sandbox import Sandbox
 from ._session import Session
 from ._text import json_text
+from .render import strip_code_fences
 
 if TYPE_CHECKING:
     import mcp_types as types
@@ -49,26 +51,6 @@ TOOL_NAME = "run_js_sandboxed"
 #: deeper values cross as JSON text (MCP's JSON parsers on both sides stop near 200
 #: levels, and pydantic's encoder near 255)
 _MAX_STRUCTURED_DEPTH = 100
-
-_ABOUT = (
-    "Run a JavaScript program in a sandbox; get its last expression's value (as JSON) "
-    "and console output. Write plain JavaScript, not Python, not TypeScript: no type "
-    "annotations, no import/require, no top-level `return` (end with the value, e.g. "
-    "`({{count, items}})`). Top-level `await` works. {memory_rule} No network, files or "
-    "environment{outside}. Limits: {timeout:g} s per run (tool calls included), "
-    "{memory} MiB."
-)
-_FRESH = "Each run starts fresh."
-_KEPT = (
-    "Top-level declarations and globals are kept from one call of this tool to the next "
-    "in this session: reuse them; assign, never redeclare, a kept name. A failed "
-    "script changes nothing: send the fixed script whole."
-)
-_TOOLS = (
-    "Call tools as `await tools.name({{...}})` with one object of named arguments; run "
-    "independent calls together with `Promise.all`; a failed call throws an Error you can "
-    "catch. `tools` is declared in TypeScript notation; write JavaScript.\n\n{declaration}"
-)
 
 _INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -114,29 +96,15 @@ _OUTPUT_SCHEMA: dict[str, Any] = {
 }
 
 
-# -- what the model reads: kept here, in one place, so it can follow clambot_tools.render
+# -- what the model reads (clambot_tools.render: the same text as every other adapter)
 
 
-def model_text(res: RunResult, code: str) -> str:
-    """The text content of a ``run_js_sandboxed`` result: what a model reads."""
-    from ._display import run_result_text
+def model_text(res: RunResult, code: str, bindings: Sequence[Binding] = ()) -> str:
+    """The text content of a ``run_js_sandboxed`` result: what a model reads (never the
+    script; a failure with its line, and a hint that may name the `bindings`)."""
+    from .render import model_text as render
 
-    return run_result_text(res, code)
-
-
-def describe(sb: Sandbox, *, kept: bool) -> str:
-    """The tool's description over `sb`: the language, the limits, what is kept between
-    calls (`kept`), then the TypeScript declaration of the tools a script can call."""
-    declaration = sb.describe_tools() if sb.bindings else ""
-    text = _ABOUT.format(
-        outside=" but the tools below" if declaration else "",
-        timeout=sb.limits.timeout_s,
-        memory=sb.limits.memory_mb,
-        memory_rule=_KEPT if kept else _FRESH,
-    )
-    if declaration:
-        text += "\n" + _TOOLS.format(declaration=declaration)
-    return text
+    return render(res, code, tools=bindings)
 
 
 def structured(res: RunResult) -> dict[str, Any]:
@@ -173,13 +141,15 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def tool_result(res: RunResult, code: str) -> types.CallToolResult:
+def tool_result(
+    res: RunResult, code: str, bindings: Sequence[Binding] = ()
+) -> types.CallToolResult:
     """The ``tools/call`` result of a run: text for the model, the RunResult as
     structured content, ``isError`` when the script failed."""
     import mcp_types as types
 
     return types.CallToolResult(
-        content=[types.TextContent(type="text", text=model_text(res, code))],
+        content=[types.TextContent(type="text", text=model_text(res, code, bindings))],
         structured_content=structured(res),
         is_error=not res.ok,
     )
@@ -293,9 +263,12 @@ class SandboxServer:
         connection whose state is kept between calls (`kept`)."""
         import mcp_types as types
 
+        from .render import tool_description
+
         key = (asks, kept)
         if key not in self._descriptions:
-            self._descriptions[key] = describe(self._asking if asks else self._plain, kept=kept)
+            described = self._asking if asks else self._plain
+            self._descriptions[key] = tool_description(described, sessions=kept)
         effects = {e for b in self._bindings for e in b.effects}
         return types.Tool(
             name=TOOL_NAME,
@@ -333,10 +306,11 @@ class SandboxServer:
             return _refusal(
                 f"{TOOL_NAME} takes one argument, code: the JavaScript program as a string"
             )
+        code = strip_code_fences(code)  # line N of an error is line N inside the fence
         how = how_to_ask(ctx)
         if how != "rounds":
             channel = request_channel(ctx) if how == "request" else None
-            return tool_result(await self._run(ctx, code, channel), code)
+            return self._result(await self._run(ctx, code, channel), code)
         # 2026-07-28: questions travel as InputRequiredResult rounds
         if params.request_state is not None:
             parked = self._rounds.find(params.request_state, code)
@@ -353,7 +327,10 @@ class SandboxServer:
             except RuntimeError as exc:
                 return _refusal(str(exc))
         outcome = await self._rounds.next(parked)
-        return tool_result(outcome, code) if isinstance(outcome, RunResult) else outcome
+        return self._result(outcome, code) if isinstance(outcome, RunResult) else outcome
+
+    def _result(self, res: RunResult, code: str) -> types.CallToolResult:
+        return tool_result(res, code, self._bindings)
 
     async def _run(
         self, ctx: ServerRequestContext[Any, Any], code: str, channel: Channel | None

@@ -88,6 +88,14 @@ def test_a_failing_script_is_an_error_result_naming_the_line(mcp: Client) -> Non
     assert "order.lines.length" in text(res)  # the failing line, to repair from
 
 
+def test_a_script_in_markdown_fences_runs_and_its_lines_are_the_fences(mcp: Client) -> None:
+    ok = mcp.call("```javascript\nconst x = 6;\nx * 7\n```")
+    assert ok.structured_content["value"] == 42  # type: ignore[index]
+    failed = mcp.call("```js\nconst a = 1;\na.b.c\n```")
+    assert failed.structured_content["error"]["line"] == 2  # type: ignore[index]
+    assert "line 2" in text(failed)
+
+
 def test_a_script_calls_the_fronted_servers_tools(mcp: Client) -> None:
     res = mcp.call(
         "const days = await Promise.all(['Paris', 'Oslo'].map(city => tools.lookup({city})));"
