@@ -77,15 +77,13 @@ class Client:
         self._connect = connect
         self._elicits = elicits
         self._loop = asyncio.new_event_loop()
-        self._ready: asyncio.Future[None] | None = None
         self._closing = asyncio.Event()
         self.session: ClientSession | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True, name="test-mcp-client")
-        started = threading.Event()
         self._failure: BaseException | None = None
-        self._started = started
+        self._started = threading.Event()  # connected, or failed
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="test-mcp-client")
         self._thread.start()
-        if not started.wait(PATIENCE_S) or self.session is None:
+        if not self._started.wait(PATIENCE_S) or self.session is None:
             self.close()
             raise RuntimeError(f"the MCP client did not connect: {self._failure!r}")
 
