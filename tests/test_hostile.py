@@ -74,7 +74,8 @@ KNOWN_FAILING: dict[str, str] = {
         "guest.c note_binding_error keeps only 256 binding errors a run: later ones end as runtime"
     ),
     "bind-explain-symbol-match-loops": (
-        "the glue's explain() runs the script's RegExp.prototype[Symbol.match] after the run ended"
+        "the glue's Proxy get trap (lineOf) calls String.prototype.match on every missing name: "
+        "the script's RegExp.prototype[Symbol.match] runs inside `tools.ehco`"
     ),
     "bind-fail-message-lone-surrogate-kept": (
         "_calls._payload encodes the tool's message with errors='replace': a lone surrogate "
@@ -87,6 +88,10 @@ KNOWN_FAILING: dict[str, str] = {
     "bind-echo-result-3000-deep": (
         "_bindings.to_json_bytes has no flat fallback: a tool result ~980+ deep fails "
         "(RecursionError)"
+    ),
+    "bind-echo-floats-under-cap": (
+        "_bindings.to_json_bytes re-encodes the result with Python's float repr (1e-07, not "
+        "1e-7): 20% larger than the arguments, and over the result cap"
     ),
     "res-object-prototype-then-noop": (
         "QuickJS-NG's async eval resolves its promise with a {value} box: a `then` on "
@@ -144,6 +149,11 @@ KNOWN_FAILING: dict[str, str] = {
     ),
 }
 
+_LOST_PROMISE = (
+    "the deadline's interrupt thrown where an exception is dropped (guest.c settle(), QuickJS's "
+    "async generator resolution) leaves a promise unsettled; cb_step then says 'awaits a "
+    "promise that nothing can settle' (runtime) though g_interrupted is set"
+)
 #: extra cases that fail on today's main only sometimes (a race): non-strict xfails
 KNOWN_FLAKY: dict[str, str] = {
     "loop-prepare-stack-trace-then-tool-call": (
@@ -151,18 +161,10 @@ KNOWN_FLAKY: dict[str, str] = {
         "queued calls before it checks the deadline, so the binding runs unless close() "
         "cancels it first (test_no_binding_runs_after_a_swallowed_deadline is deterministic)"
     ),
-    "loop-failing-tool-retry-forever": (
-        "guest.c settle() ignores JS_Call's exception: a deadline noticed while a call is "
-        "settled loses its promise, and the run ends 'awaits a promise that nothing can settle'"
-    ),
-    "loop-denied-tool-retry-forever": (
-        "guest.c settle() ignores JS_Call's exception: a deadline noticed while a call is "
-        "settled loses its promise, and the run ends 'awaits a promise that nothing can settle'"
-    ),
-    "loop-tool-call-catch-forever": (
-        "guest.c settle() ignores JS_Call's exception: a deadline noticed while a call is "
-        "settled loses its promise, and the run ends 'awaits a promise that nothing can settle'"
-    ),
+    "loop-failing-tool-retry-forever": _LOST_PROMISE,
+    "loop-denied-tool-retry-forever": _LOST_PROMISE,
+    "loop-tool-call-catch-forever": _LOST_PROMISE,
+    "loop-async-generator-forever": _LOST_PROMISE,
 }
 
 #: extra cases that pass alone but fail in a session (test_hostile_case_in_session)
@@ -512,6 +514,22 @@ def test_no_binding_runs_after_a_swallowed_deadline() -> None:
     res = _run_with_watchdog(sb, code)
     assert res.error is not None and res.error.kind == "timeout", res
     assert calls.ran == {"add": 1}, "a binding ran after the run's deadline"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="guest.c cb_eval drops a session's timers through the glue's fire(2), which calls "
+    "the script-writable Map.prototype.clear before the run's own code",
+)
+def test_session_next_run_runs_after_map_prototype_is_broken() -> None:
+    """A run that breaks Map.prototype.clear must not brick its session: the next run's own
+    code still runs (here: it repairs the prototype and returns a value)."""
+    sb = Sandbox(limits=Limits(timeout_s=1))
+    with sb.session() as s:
+        broken = "Map.prototype.clear = function () { throw new Error('broken'); }; 'set'"
+        assert _run_with_watchdog(s, broken).value == "set"
+        res = _run_with_watchdog(s, "delete Map.prototype.clear; 'repaired'")
+        assert res.value == "repaired", res.error
 
 
 def test_sample_is_the_one_we_expect() -> None:
