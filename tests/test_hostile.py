@@ -447,10 +447,18 @@ def _slow_verdict(mode: str, case: dict[str, Any]) -> None:
         raise exc
 
 
+def _plant_canary_file() -> None:
+    """Write the canary file atomically: other test processes on the machine plant the
+    same file, and must never read it half written."""
+    tmp = CANARY_FILE.with_name(f"{CANARY_FILE.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(CANARY_FILE_TEXT)
+    os.replace(tmp, CANARY_FILE)
+
+
 @pytest.fixture(autouse=True)
 def canaries(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("SANDBOX_CANARY_ENV", CANARY_ENV)
-    CANARY_FILE.write_text(CANARY_FILE_TEXT)
+    _plant_canary_file()
     PWNED.unlink(missing_ok=True)
     yield
     assert not PWNED.exists()
