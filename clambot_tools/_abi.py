@@ -71,6 +71,7 @@ IO_FIELDS: tuple[str, ...] = (
     "inline_ptr",
     "inline_cap",
     "poll_every",
+    "log_cap",
 )
 #: the fields the host reads after every step (the first five)
 IO_STEP_FIELDS = 5

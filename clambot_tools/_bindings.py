@@ -11,6 +11,7 @@ from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from . import _jsonsafe
 from ._errors import ConfigError
 
 Effect = Literal["read", "write", "network"]
@@ -293,10 +294,12 @@ def to_json_bytes(value: Any) -> bytes:
     """
     try:
         try:
-            text = _ENCODER.encode(value)
+            text = _jsonsafe.dumps(value)  # plain JSON data, at any depth
+        except _jsonsafe.TooDeep:
+            raise
         except (TypeError, ValueError):  # not plain JSON data: pydantic's JSON mode, retry
             value = _finite(_jsonable(value))
-            text = _ENCODER.encode(value)
+            text = _jsonsafe.dumps(value)
     except RecursionError:
         raise ValueError("the result is nested too deeply") from None
     if _LONG_NUMBER.search(text):

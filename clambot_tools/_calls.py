@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +84,14 @@ class CallSetup:
     sandbox_id: str = field(default_factory=lambda: os.urandom(8).hex())
     session_id: str | None = None
 
+    def callable_names(self) -> list[str]:
+        """The names a script may call: the bindings the policy lets through (those
+        that ask for approval included), then the built-ins."""
+        from ._describe import visible
+
+        names = [b.name for b, _ in visible(self.bindings, self.policy)]
+        return names + (list(self.discovery.names) if self.discovery is not None else [])
+
     def is_fast(self, b: Binding) -> bool:
         t = self.timing.get(b.name)
         return t is not None and t < INLINE_BELOW_S
@@ -127,7 +135,12 @@ class _Call:
     )
 
     def __init__(
-        self, call_id: int, binding: Binding, data: bytes, kwargs: dict[str, Any], deadline: float
+        self,
+        call_id: int,
+        binding: Binding,
+        data: bytes,
+        kwargs: dict[str, Any] | None,
+        deadline: float,
     ) -> None:
         self.call_id = call_id
         self.binding = binding
@@ -145,6 +158,12 @@ class _Call:
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The validated arguments (set by `Dispatcher._prepare` before the call runs)."""
+        assert self.kwargs is not None
+        return self.kwargs
 
 
 #: what a call comes to: the status and payload of the guest's answer
@@ -180,6 +199,12 @@ class Dispatcher:
         self._code_sha256: str | None = None
         self._closed = False
         self._cap = setup.limits.max_concurrent_calls
+        # host memory a script's calls may hold: bytes of arguments of calls not yet
+        # answered (queued ones are kept as bytes), and of calls being worked on (parsed)
+        self._pending_cap = 8 * setup.limits.max_result_bytes
+        self._running_cap = 2 * setup.limits.max_result_bytes
+        self._pending_bytes = 0
+        self._running_bytes = 0
         #: the run's span and metrics (None when OpenTelemetry is not configured)
         self.trace: _telemetry.RunTrace | None = None
 
@@ -211,27 +236,61 @@ class Dispatcher:
         policy = self.setup.policy
         refusal = policy.refusal(b, self.calls_made)
         self.calls_made += 1
+        if refusal is None and time.monotonic() >= self.deadline:
+            refusal = _wording.run_over(b.name)  # the script swallowed its deadline
         if refusal is not None:
             return self._refuse(call_id, b, data, Resolve.DENIED, refusal, "denied")
-        try:
-            kwargs = b.validate(_jsonsafe.loads(data.decode("utf-8", "surrogatepass")))
-        except BindingArgumentError as exc:
-            return self._refuse(call_id, b, data, Resolve.BAD_ARGS, str(exc), "invalid_args")
-        except (ValueError, RecursionError):
-            message = f"invalid arguments for {_wording.tool_ref(b.name)}: not JSON data"
-            return self._refuse(call_id, b, data, Resolve.BAD_ARGS, message, "invalid_args")
-        call = _Call(call_id, b, data, kwargs, self.deadline)
+        if self._pending_bytes + len(data) > self._pending_cap:
+            message = _wording.too_much_pending(self._pending_bytes, self._pending_cap)
+            return self._refuse(call_id, b, data, Resolve.TOO_LARGE, message, "too_large")
+        call = _Call(call_id, b, data, None, self.deadline)
         if self.trace is not None:
             call.trace = self.trace.call(b.name, b.description, call_id)
-        if policy.needs_approval(b):
+        if not b.is_async and not policy.needs_approval(b) and self.setup.is_fast(b):
+            refused = self._prepare(call, inline=True)
+            return refused if refused is not None else self._run_inline(call)
+        # the arguments are parsed when the call starts: a queue of calls holds bytes,
+        # within the run's budget, never their (larger) Python form
+        self._pending_bytes += len(data)
+        self._queued.append(call)
+        return 0
+
+    def _prepare(self, call: _Call, *, inline: bool) -> int | None:
+        """Parse and check `call`'s arguments, and make its approval request if it needs
+        one. Returns None, or the refusal's answer (`inline`: from inside the guest's
+        call, so it may be answered at once)."""
+        b = call.binding
+        if call.kwargs is not None:  # a retry put back in the queue: already prepared
+            return None
+        try:
+            call.kwargs = b.validate(_jsonsafe.loads(call.data.decode("utf-8", "surrogatepass")))
+        except BindingArgumentError as exc:
+            return self._refuse(
+                call.call_id,
+                b,
+                call.data,
+                Resolve.BAD_ARGS,
+                str(exc),
+                "invalid_args",
+                inline=inline,
+            )
+        except (ValueError, RecursionError):
+            message = f"invalid arguments for {_wording.tool_ref(b.name)}: not JSON data"
+            return self._refuse(
+                call.call_id,
+                b,
+                call.data,
+                Resolve.BAD_ARGS,
+                message,
+                "invalid_args",
+                inline=inline,
+            )
+        if self.setup.policy.needs_approval(b):
             if b.name in self.setup.approvals:
                 call.decision = "approved_for_session"
             else:
                 call.request = self._approval_request(call)
-        if not b.is_async and call.request is None and self.setup.is_fast(b):
-            return self._run_inline(call)
-        self._queued.append(call)
-        return 0
+        return None
 
     def _refuse(
         self,
@@ -241,14 +300,16 @@ class Dispatcher:
         status: Resolve,
         message: str,
         decision: str,
+        *,
+        inline: bool = True,
     ) -> int:
         self._audit(b.name if b else None, data, decision, decision, 0.0, 0)
         call = _wording.call_text(b.name, data) if b is not None else ""
-        return self._deliver(call_id, (status, _payload(call, message)), inline=True)
+        return self._deliver(call_id, (status, _payload(call, message)), inline=inline)
 
     def _approval_request(self, call: _Call) -> ApprovalRequest:
         b = call.binding
-        args_sha256 = canonical_digest(call.kwargs)
+        args_sha256 = canonical_digest(call.args)
         key = (b.name, args_sha256)
         occurrence = self._occurrences.get(key, 0)
         self._occurrences[key] = occurrence + 1
@@ -257,7 +318,7 @@ class Dispatcher:
             binding=b.name,
             description=b.description,
             effects=b.effects,
-            args=dict(call.kwargs),
+            args=dict(call.args),
             code_sha256=self.code_sha256,
             args_sha256=args_sha256,
             occurrence=occurrence,
@@ -271,11 +332,12 @@ class Dispatcher:
         t0 = time.perf_counter()
         token = enter_call(call.ctx)
         try:
-            value = _telemetry.call_context(call.trace).run(b.func, **call.kwargs)
+            value = _telemetry.call_context(call.trace).run(b.func, **call.args)
         except TransientError:
             self.setup.timing.pop(b.name, None)  # retries belong on the pool
             call.attempts = 0
             call.phase = _QUEUED
+            self._pending_bytes += len(call.data)
             self._queued.append(call)
             return 0
         except Exception as exc:  # noqa: BLE001 - the script sees only the message
@@ -303,9 +365,18 @@ class Dispatcher:
         return bool(self._running or self._queued)
 
     def start_queued(self) -> None:
-        """Start queued calls, as many as the concurrency cap allows."""
+        """Start queued calls, as many as the concurrency cap and the bytes of arguments
+        being worked on allow (a call whose arguments are refused is answered)."""
         while self._queued and len(self._running) < self._cap and not self._closed:
-            call = self._queued.popleft()
+            call = self._queued[0]
+            size = len(call.data)
+            if self._running and self._running_bytes + size > self._running_cap:
+                return  # wait for a running call: their parsed arguments are bounded too
+            self._queued.popleft()
+            if self._prepare(call, inline=False) is not None:
+                self._pending_bytes -= size
+                continue
+            self._running_bytes += size
             fut: cf.Future[Answer]
             # the call runs in a copy of the run's context, its span current
             context = _telemetry.call_context(call.trace)
@@ -329,14 +400,23 @@ class Dispatcher:
             waiting.append(wake)
         done, _ = cf.wait(waiting, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         done.discard(wake)
+        self._collect(done)
+        return bool(done)
+
+    def collect_done(self) -> None:
+        """Put the answers of the calls that have finished in `ready` (no waiting)."""
+        self._collect([fut for fut in self._running if fut.done()])
+
+    def _collect(self, done: Iterable[cf.Future[Any]]) -> None:
         for fut in done:
             call = self._running.pop(fut)
+            self._pending_bytes -= len(call.data)
+            self._running_bytes -= len(call.data)
             try:
                 answer = fut.result()
             except BaseException:  # noqa: BLE001 - a cancelled task: nothing to deliver
                 continue
             self._deliver(call.call_id, answer, inline=False)
-        return bool(done)
 
     def close(self, outcome: str) -> None:
         """End the run's calls (the run is over; `outcome` is ``abandoned`` or
@@ -482,7 +562,7 @@ class Dispatcher:
                     call.attempts += 1
                     t0 = time.perf_counter()
                     try:
-                        return call.binding.func(**call.kwargs)
+                        return call.binding.func(**call.args)
                     finally:
                         self.setup.note_duration(call.binding, time.perf_counter() - t0)
                         with call.lock:
@@ -507,7 +587,7 @@ class Dispatcher:
                     self._enter(call, _INVOKING)
                     call.attempts += 1
                     try:
-                        value = await call.binding.func(**call.kwargs)
+                        value = await call.binding.func(**call.args)
                     finally:
                         with call.lock:
                             call.phase = _WAITING
@@ -647,7 +727,7 @@ def _stop_when_closed(calls: Dispatcher) -> Any:
 
 def _payload(call_text: str, message: str) -> bytes:
     """An error answer for the guest: the call's text, NUL, the message."""
-    return (call_text + "\0" + message).encode("utf-8", "replace")
+    return (call_text + "\0" + message).encode("utf-8", "surrogatepass")
 
 
 def _call_payload(call: _Call, message: str) -> bytes:

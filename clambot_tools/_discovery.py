@@ -67,6 +67,10 @@ class Discovery:
             query = _query(json.loads(data)) if 0 <= index < len(self.names) else None
         except (ValueError, RecursionError):
             query = None
+        if query is not None and name == DESCRIBE and len(query) > MAX_QUERY_ITEMS:
+            return _mistake(name, data, f"{tool_ref(name)} takes at most {MAX_QUERY_ITEMS} names")
+        if query is not None and name == SEARCH:  # the work stays small: the first words
+            query = [" ".join(query)[:MAX_QUERY_CHARS]]
         if query is None:
             ref = tool_ref(name)
             usage = f'{ref} takes a string (or an array of strings), e.g. {ref}("word")'
@@ -108,7 +112,7 @@ class Discovery:
     def search(self, query: str) -> str:
         """The declaration of the tools that best match `query`'s words (name words
         count most), or a line saying none does and listing the names."""
-        words = set(_WORD.findall(query.lower()))
+        words = set(_WORD.findall(query.lower())[:MAX_QUERY_ITEMS])
         tools = self._visible()
         scored: list[tuple[float, int, Binding]] = []
         for i, b in enumerate(tools):
@@ -133,10 +137,18 @@ class Discovery:
         return text
 
 
+#: what one $describe/$search call looks at (they run on the run's own thread): the
+#: names one $describe may name, and the characters (then words) of a $search
+MAX_QUERY_ITEMS = 64
+MAX_QUERY_CHARS = 4096
+
+
 def _mistake(name: str, data: bytes, message: str) -> tuple[Resolve, bytes]:
     """A TypeError for the script: the call's text, NUL, the message (as the dispatcher
     answers invalid arguments)."""
-    return Resolve.BAD_ARGS, (call_text(name, data) + "\0" + message).encode("utf-8", "replace")
+    return Resolve.BAD_ARGS, (call_text(name, data) + "\0" + message).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def _query(args: Any) -> list[str] | None:

@@ -70,6 +70,10 @@ def _decode(data: bytes, *, final: bool = True) -> str:
         return data.decode("utf-8", "replace" if final else "ignore")
 
 
+#: the least a console call counts against the log cap, in bytes
+_ENTRY_BYTES = 16
+
+
 class Logs:
     """Console output of a run, capped at `Limits.max_log_bytes`."""
 
@@ -82,13 +86,15 @@ class Logs:
         """Keep one console call's text; False once the cap is passed (the run ends)."""
         lvl = LOG_LEVELS[level] if 0 <= level < len(LOG_LEVELS) else "log"
         room = self.limit - self.size
-        if len(data) > room:
+        # an entry costs at least _ENTRY_BYTES: a million empty console.log() calls must
+        # not keep a million entries on the host under a 1 MiB cap
+        if max(len(data), _ENTRY_BYTES) > room:
             if room > 0:
                 cut = _decode(data[:room], final=False)
                 self.entries.append(LogEntry(level=lvl, message=cut + " [... cut: log limit]"))
             self.size = self.limit
             return False
-        self.size += len(data)
+        self.size += max(len(data), _ENTRY_BYTES)
         text = _decode(data)
         self.entries.append(LogEntry.model_construct(level=lvl, message=text))
         return True
@@ -148,7 +154,7 @@ class Driver:
             if self.cancelled:
                 return Ending("cancelled")
             on_main = threading.current_thread() is threading.main_thread()
-            guest.poll_host(POLL_EVERY if on_main else 0)
+            guest.set_run(poll_every=POLL_EVERY if on_main else 0, log_cap=lim.max_log_bytes)
             slice_s = _MAIN_WAIT_SLICE_S if on_main else float("inf")
             seed = int.from_bytes(os.urandom(8), "little") >> 1
             out = guest.eval(
@@ -163,15 +169,17 @@ class Driver:
             while out.state == State.WAIT:
                 if self.cancelled:
                     return Ending("cancelled")
+                now = time.monotonic()
+                if now >= self.deadline:  # before any queued call may start
+                    return Ending("timeout")
                 calls.start_queued()
+                if not calls.ready:
+                    calls.collect_done()  # answers first: a 0 ms timer loop must not starve them
                 if calls.ready:
                     call_id, status, payload = calls.ready.popleft()
                     out = guest.resolve(call_id, status, payload)
                     due = _timer_due(out)
                     continue
-                now = time.monotonic()
-                if now >= self.deadline:
-                    return Ending("timeout")
                 if due is not None and now >= due:
                     out = guest.timers()
                     due = _timer_due(out)

@@ -32,6 +32,7 @@ _LIVE: dict[int, Guest] = {}
 _ids = itertools.count(1)
 _IO_STEP_BYTES = 4 * _abi.IO_STEP_FIELDS
 _POLL_OFFSET = _abi.io_offset("poll_every")
+assert _abi.io_offset("log_cap") == _POLL_OFFSET + 4  # set_run writes both at once
 #: State by value (an enum call costs ~3.5 us; a step returns one)
 _STATES = tuple(sorted(_abi.State, key=int))
 
@@ -246,7 +247,7 @@ class Guest:
         self.on_call: Callable[[int, int, bytes], int] = _noop_call
         self.closed = False
         self.fuel = fuel
-        self._poll_every = 0
+        self._run_settings = (0, 0)
         self._known_size = 0
         self._store = _wasm.Store(image.runtime.engine, self.id, memory_limit_bytes)
         try:
@@ -343,12 +344,17 @@ class Guest:
         if not self.closed:
             ctypes.c_int32.from_address(self.interrupt_address).value = 1
 
-    def poll_host(self, every: int) -> None:
-        """Have the guest call back into the host every `every` interrupt checks
-        (0: never), so a Ctrl-C on the main thread is seen during long JavaScript."""
-        if every != self._poll_every:
-            self._poll_every = every
-            self.write(self._io + _POLL_OFFSET, every.to_bytes(4, "little", signed=True))
+    def set_run(self, *, poll_every: int, log_cap: int) -> None:
+        """Settings of the next run: call back into the host every `poll_every`
+        interrupt checks (0: never), so a Ctrl-C on the main thread is seen during
+        long JavaScript; cut a console string longer than `log_cap` bytes before
+        copying it (the host ends the run past the cap anyway)."""
+        if (poll_every, log_cap) != self._run_settings:
+            self._run_settings = (poll_every, log_cap)
+            data = poll_every.to_bytes(4, "little", signed=True) + min(
+                log_cap, 0x7FFFFFFF
+            ).to_bytes(4, "little", signed=True)
+            self.write(self._io + _POLL_OFFSET, data)
 
     # -- calls
 

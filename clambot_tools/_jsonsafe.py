@@ -124,16 +124,42 @@ def _loads_flat(text: str) -> Any:
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+class TooDeep(ValueError):
+    """A value nested deeper than `dumps` writes."""
+
+
+#: deepest nesting `dumps` writes (the guest reads a tool result back with QuickJS's
+#: recursive parser, which runs out of native stack some way past 20,000 levels)
+MAX_DEPTH = 10_000
+
+
 def dumps(value: Any) -> str:
     """Compact JSON of `value` (dicts with str keys, lists, str, int, float, bool, None)
-    at any depth; NaN and infinities are refused as by ``json.dumps(allow_nan=False)``.
+    at any depth up to MAX_DEPTH; NaN and infinities are refused as by
+    ``json.dumps(allow_nan=False)``.
 
-    Raises TypeError or ValueError for anything JSON cannot hold.
+    Raises TypeError or ValueError for anything JSON cannot hold, or nested deeper.
     """
     try:
         return _ENCODER.encode(value)
     except RecursionError:
+        if _deeper_than(value, MAX_DEPTH):
+            raise TooDeep(f"it is nested more than {MAX_DEPTH} levels deep") from None
         return _dumps_flat(value)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether `value` nests lists/dicts more than `limit` levels deep (no recursion)."""
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            todo.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, (list, tuple)):
+            todo.extend((v, depth + 1) for v in item if isinstance(v, (dict, list, tuple)))
+    return False
 
 
 class _Text:

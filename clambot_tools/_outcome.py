@@ -4,6 +4,7 @@ a limit, a trap or a JS error record is turned into a RunError."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Literal
 
 from . import _jsonsafe, _wording
@@ -32,12 +33,20 @@ def char_column(code: str, line: int, column: int) -> int:
 class Report:
     """Everything besides the Ending that goes into a RunResult."""
 
-    __slots__ = ("binding_calls", "code", "fuel_used", "limits", "logs", "started")
+    __slots__ = ("binding_calls", "callable", "code", "fuel_used", "limits", "logs", "started")
 
-    def __init__(self, code: str, limits: Limits, started: float) -> None:
+    def __init__(
+        self,
+        code: str,
+        limits: Limits,
+        started: float,
+        callable_names: Callable[[], list[str]] = list,
+    ) -> None:
         self.code = code
         self.limits = limits
         self.started = started
+        #: the names a script may call (asked only to explain a missing tool)
+        self.callable = callable_names
         self.logs: list[LogEntry] = []
         self.binding_calls = 0
         self.fuel_used: int | None = None
@@ -119,6 +128,9 @@ def _js_error(payload: bytes, report: Report) -> RunError:
     call = rec.get("call")
     if isinstance(call, str) and call:  # a tool call's error: name the call
         message = _wording.call_summary(kind, name, call, message)
+    missing = rec.get("missing_tool")
+    if isinstance(missing, str) and missing:  # `tools.nope(...)`: which, and what is there
+        message = _wording.missing_tool(missing, report.callable())
     message = message.encode("utf-8", "replace").decode("utf-8")
     err = RunError.from_js(kind, name, message, stack if isinstance(stack, str) else None)
     if err.line is not None and err.column is not None:

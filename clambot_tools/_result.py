@@ -18,7 +18,9 @@ from ._errors import ErrorKind
 LogLevel = Literal["log", "info", "warn", "error", "debug"]
 LOG_LEVELS: tuple[LogLevel, ...] = ("log", "info", "warn", "error", "debug")
 
-_FRAME = re.compile(r"\(?script\.js:(\d+):(\d+)\)?")
+#: a frame of the script; a line or column of more than 9 digits is not a real one (a
+#: script can write any text into a stack)
+_FRAME = re.compile(r"\(?script\.js:(\d{1,9}):(\d{1,9})\b\)?")
 
 _M = TypeVar("_M", bound="_Encodes")
 

@@ -186,7 +186,7 @@ class Job:
         """Drive the run here; its RunResult (audited). Never raises for anything the
         script does; re-raises a KeyboardInterrupt received while it ran."""
         limits = self.setup.limits
-        report = _outcome.Report(self.code, limits, time.perf_counter())
+        report = _outcome.Report(self.code, limits, time.perf_counter(), self.setup.callable_names)
         self._report = report
         try:
             guest = self.host.acquire()  # a session's lock is taken here: the clock starts after

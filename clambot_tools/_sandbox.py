@@ -40,7 +40,7 @@ class Sandbox:
         limits: time, memory, stack and output caps (defaults: 5 s, 64 MiB, 1 MiB logs
             and result).
         bindings: callables or ``binding(...)`` objects to grant.
-        policy: which calls are allowed (default: every granted binding, 1000 calls;
+        policy: which calls are allowed (default: every granted binding, 10,000 calls;
             writes refused unless approved).
         audit: where to write one record per run and per tool call: an ``AuditLog``,
             a path (JSON lines), a ``logging.Logger`` or a callable.

@@ -93,9 +93,29 @@ def run_over(name: str) -> str:
     return f"{tool_ref(name)} was not called: the run had ended"
 
 
+def too_much_pending(pending: int, cap: int) -> str:
+    """A call refused because the run's calls not yet answered hold too many bytes."""
+    return (
+        f"the tool calls not yet answered already carry {pending} bytes of arguments (the "
+        f"run's limit is {cap}): await some of them before making more"
+    )
+
+
 def not_granted(name: str, granted: list[str]) -> str:
     """A call of a name that is not a granted tool."""
     return f"{tool_ref(name)} is not a granted tool; granted: {', '.join(granted) or 'none'}"
+
+
+def missing_tool(name: str, callable_names: list[str]) -> str:
+    """`tools.name(...)` where `name` is not a tool the script can call: the nearest
+    callable name, and the list."""
+    import difflib
+
+    lowered = {n.lower(): n for n in callable_names}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    near = f" (did you mean {lowered[close[0]]}?)" if close else ""
+    shown = ", ".join(callable_names[:30]) + (", ..." if len(callable_names) > 30 else "")
+    return f"{tool_ref(name)} is not a granted tool{near}; granted: {shown or 'none'}"
 
 
 def call_summary(kind: str, js_name: str, call: str, message: str) -> str:

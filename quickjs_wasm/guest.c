@@ -50,7 +50,6 @@ static void note_binding_error(JSContext *ctx, JSValueConst err, int kind);
 #define MAX_DEPTH 1000
 #define MAX_MESSAGE 4096
 #define MAX_STACK 8192
-#define MAX_BINDING_ERRORS 256
 /* script frames remembered per tool call, for the stack of its error */
 #define CALL_FRAMES 4
 
@@ -64,6 +63,8 @@ typedef struct {
     int32_t inline_cap;
     int32_t poll_every;    /* written by the host: call host_poll every N interrupt
                               checks (0: never) */
+    int32_t log_cap;       /* written by the host: bytes of console output the run may
+                              keep (0: no cap); a longer string is cut before it is copied */
 } CbIo;
 
 /* A tool call the host answers during `call` (a fast sync binding, or a refusal):
@@ -84,10 +85,6 @@ typedef struct {
     CallFrame where[CALL_FRAMES];
 } Pending;
 
-typedef struct {
-    JSValue err;
-    int kind;
-} BindingError;
 
 static CbIo g_io;
 static JSContext *g_ctx;
@@ -100,12 +97,16 @@ static JSValue g_main = JS_UNDEFINED;   /* the promise of the running script */
 static JSValue g_timers = JS_UNDEFINED; /* glue: fire due timers, return next delay */
 static JSValue g_to_list = JS_UNDEFINED; /* glue: Array.from */
 static JSValue g_make_tools = JS_UNDEFINED; /* glue: the Proxy around `tools` */
-static JSValue g_explain = JS_UNDEFINED;    /* glue: name a missing tool in an error */
 static Pending *g_pending;
 static int g_npending, g_cap_pending;
 static int32_t g_call_seq;
-static BindingError g_berr[MAX_BINDING_ERRORS];
-static int g_nberr;
+/* a symbol only the guest holds: the kind of an error made for a tool call is stored
+   on the error under it (uncaught, it decides the run's kind) */
+static JSAtom g_kind_atom;
+/* the last name looked up in `tools` that is not granted, and the line of the script
+   where that happened (0: none) */
+static JSAtom g_missing_atom = JS_ATOM_NULL;
+static int g_missing_line;
 static int g_tools_installed;
 static int g_runs; /* runs started in this instance: more than one in a session */
 
@@ -331,6 +332,35 @@ static const char *get_str_prop(JSContext *ctx, JSValueConst obj, const char *na
     return s;
 }
 
+/* Length in UTF-16 units of a string or a rope (0 for anything else). */
+static uint32_t string_length(JSValueConst v)
+{
+    if (JS_VALUE_GET_TAG(v) == JS_TAG_STRING)
+        return JS_VALUE_GET_STRING(v)->len;
+    if (JS_VALUE_GET_TAG(v) == JS_TAG_STRING_ROPE)
+        return JS_VALUE_GET_STRING_ROPE(v)->len;
+    return 0;
+}
+
+/* The first `n` units of string or rope `v` (n <= its length), without flattening a
+   rope whose left side already holds them. */
+static JSValue string_prefix(JSContext *ctx, JSValueConst v, uint32_t n)
+{
+    while (JS_VALUE_GET_TAG(v) == JS_TAG_STRING_ROPE &&
+           string_length(JS_VALUE_GET_STRING_ROPE(v)->left) >= n)
+        v = JS_VALUE_GET_STRING_ROPE(v)->left;
+    if (JS_VALUE_GET_TAG(v) == JS_TAG_STRING)
+        return js_sub_string(ctx, JS_VALUE_GET_STRING(v), 0, (int)n);
+    {
+        JSValue flat = JS_ToString(ctx, v), cut;
+        if (JS_IsException(flat))
+            return flat;
+        cut = js_sub_string(ctx, JS_VALUE_GET_STRING(flat), 0, (int)n);
+        JS_FreeValue(ctx, flat);
+        return cut;
+    }
+}
+
 /* Any value as text for an error message; never runs more than its own toString. */
 static char *describe_value(JSContext *ctx, JSValueConst v)
 {
@@ -363,6 +393,16 @@ static char *describe_value(JSContext *ctx, JSValueConst v)
         clear_exception(ctx);
         return strdup(JS_IsObject(v) ? "[object with a failing toString]" : "[value]");
     }
+    /* a thrown string may be huge: only the start is ever shown (MAX_MESSAGE) */
+    if (string_length(str) > MAX_MESSAGE) {
+        JSValue cut = string_prefix(ctx, str, MAX_MESSAGE);
+        JS_FreeValue(ctx, str);
+        str = cut;
+        if (JS_IsException(str)) {
+            clear_exception(ctx);
+            return strdup("[value]");
+        }
+    }
     s = JS_ToCStringLen(ctx, &n, str);
     JS_FreeValue(ctx, str);
     if (!s) {
@@ -370,10 +410,10 @@ static char *describe_value(JSContext *ctx, JSValueConst v)
         return strdup("[value]");
     }
     res = malloc(n + 1);
-    if (res) {
-        memcpy(res, s, n);
-        res[n] = 0;
-    }
+    if (!res)
+        host_abort(ABORT_MEMORY);
+    memcpy(res, s, n);
+    res[n] = 0;
     JS_FreeCString(ctx, s);
     return res;
 }
@@ -447,11 +487,12 @@ static int ser_bigint(JSContext *ctx, JSValueConst v)
     return r;
 }
 
-static int ser_array_like(JSContext *ctx, Ser *st, JSValueConst arr)
+/* `len` < 0: read the array's length; else the element count (a typed array's own) */
+static int ser_array_like(JSContext *ctx, Ser *st, JSValueConst arr, int64_t len)
 {
-    int64_t len, i;
+    int64_t i;
     char seg[32];
-    if (JS_GetLength(ctx, arr, &len))
+    if (len < 0 && JS_GetLength(ctx, arr, &len))
         return -2;
     if (out_put("[", 1))
         return -1;
@@ -572,7 +613,7 @@ static int ser_collection(JSContext *ctx, Ser *st, JSValueConst obj, int is_map)
     if (JS_IsException(list))
         return -2;
     if (!is_map) {
-        r = ser_array_like(ctx, st, list);
+        r = ser_array_like(ctx, st, list, -1);
         JS_FreeValue(ctx, list);
         return r;
     }
@@ -684,7 +725,14 @@ static int ser_any(JSContext *ctx, Ser *st, JSValueConst v, JSValueConst key, in
         if (JS_IsException(tojson))
             return -2;
         if (JS_IsFunction(ctx, tojson)) {
-            JSValue k = JS_IsUndefined(key) ? JS_NewString(ctx, "") : JS_DupValue(ctx, key);
+            /* the key as JSON.stringify gives it: always a string ("0" for an element) */
+            JSValue k = JS_IsUndefined(key) ? JS_NewString(ctx, "")
+                        : JS_IsString(key)  ? JS_DupValue(ctx, key)
+                                            : JS_ToString(ctx, key);
+            if (JS_IsException(k)) {
+                JS_FreeValue(ctx, tojson);
+                return -2;
+            }
             JSValue nv = JS_Call(ctx, tojson, v, 1, (JSValueConst *)&k);
             JS_FreeValue(ctx, k);
             JS_FreeValue(ctx, tojson);
@@ -697,6 +745,31 @@ static int ser_any(JSContext *ctx, Ser *st, JSValueConst v, JSValueConst key, in
         JS_FreeValue(ctx, tojson);
     }
 
+    /* Number, String, Boolean and BigInt objects become their primitive values, as in
+       JSON.stringify (Number and String through ToNumber/ToString, which may run the
+       script's valueOf/toString under the run's limits) */
+    switch (JS_GetClassID(v)) {
+    case JS_CLASS_NUMBER: {
+        double d;
+        if (JS_ToFloat64(ctx, &d, v))
+            return -2;
+        return ser_number(ctx, JS_NewFloat64(ctx, d));
+    }
+    case JS_CLASS_STRING: {
+        JSValue sv = JS_ToString(ctx, v);
+        if (JS_IsException(sv))
+            return -2;
+        r = out_jsstring(ctx, sv);
+        JS_FreeValue(ctx, sv);
+        return r;
+    }
+    case JS_CLASS_BOOLEAN:
+        return out_str(JS_ToBool(ctx, JS_VALUE_GET_OBJ(v)->u.object_data) ? "true" : "false");
+    case JS_CLASS_BIG_INT:
+        return ser_bigint(ctx, JS_VALUE_GET_OBJ(v)->u.object_data);
+    default:
+        break;
+    }
     p = JS_VALUE_GET_OBJ(v);
     for (i = 0; i < st->depth; i++) {
         if (st->path[i] == p) {
@@ -714,14 +787,18 @@ static int ser_any(JSContext *ctx, Ser *st, JSValueConst v, JSValueConst key, in
         r = ser_error_object(ctx, v);
     else if (cid == JS_CLASS_MAP)
         r = ser_collection(ctx, st, v, 1);
-    else if (cid == JS_CLASS_SET || (cid >= JS_CLASS_UINT8C_ARRAY && cid <= JS_CLASS_FLOAT64_ARRAY))
+    else if (cid >= JS_CLASS_UINT8C_ARRAY && cid <= JS_CLASS_FLOAT64_ARRAY)
+        /* element by element from the typed array itself: no copy, no getter */
+        r = ser_array_like(ctx, st, v, typed_array_is_oob(JS_VALUE_GET_OBJ(v)) ? 0 :
+                           (int64_t)JS_VALUE_GET_OBJ(v)->u.array.count);
+    else if (cid == JS_CLASS_SET)
         r = ser_collection(ctx, st, v, 0);
     else {
         int is_arr = js_is_array(ctx, v);
         if (is_arr < 0)
             r = -2;
         else
-            r = is_arr ? ser_array_like(ctx, st, v) : ser_object(ctx, st, v);
+            r = is_arr ? ser_array_like(ctx, st, v, -1) : ser_object(ctx, st, v);
     }
     st->depth--;
     return r;
@@ -764,19 +841,50 @@ static int out_field(const char *name, const char *s, size_t n, size_t max, int 
 
 static int is_binding_error(JSContext *ctx, JSValueConst exc)
 {
-    int i;
-    if (!JS_IsObject(exc))
+    JSPropertyDescriptor desc;
+    int32_t kind = KIND_NONE;
+    if (!JS_IsObject(exc) || g_kind_atom == JS_ATOM_NULL)
         return KIND_NONE;
-    for (i = 0; i < g_nberr; i++)
-        if (JS_VALUE_GET_OBJ(g_berr[i].err) == JS_VALUE_GET_OBJ(exc))
-            return g_berr[i].kind;
-    return KIND_NONE;
+    /* the own data property only: no getter of the script's runs here */
+    if (JS_GetOwnProperty(ctx, &desc, exc, g_kind_atom) > 0) {
+        if (!(desc.flags & JS_PROP_GETSET) && JS_VALUE_GET_TAG(desc.value) == JS_TAG_INT)
+            kind = JS_VALUE_GET_INT(desc.value);
+        JS_FreeValue(ctx, desc.value);
+        JS_FreeValue(ctx, desc.getter);
+        JS_FreeValue(ctx, desc.setter);
+    } else
+        clear_exception(ctx);
+    return kind;
+}
+
+/* Whether `v` is an error the engine made (its prototype is the real one of kind `k`). */
+static int is_native_error(JSContext *ctx, JSValueConst v, JSErrorEnum k)
+{
+    JSObject *p;
+    if (!JS_IsObject(v))
+        return 0;
+    p = JS_VALUE_GET_OBJ(v);
+    return p->class_id == JS_CLASS_ERROR && p->shape->proto != NULL &&
+           JS_VALUE_GET_OBJ(ctx->native_error_proto[k]) == p->shape->proto;
+}
+
+/* The line of the first `script.js:LINE:` frame of a stack, or -1. */
+static int stack_line(const char *stack)
+{
+    const char *at = strstr(stack, "script.js:");
+    long n;
+    char *end;
+    if (!at)
+        return -1;
+    n = strtol(at + 10, &end, 10);
+    return (end == at + 10 || n <= 0 || n > 1000000000) ? -1 : (int)n;
 }
 
 static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *forced_kind,
                                  int compile_phase)
 {
     const char *kind = forced_kind, *name = NULL, *msg = NULL, *stack = NULL, *call = NULL;
+    const char *missing = NULL;
     char *desc = NULL;
     size_t nn = 0, mn = 0, sn = 0, cn = 0;
     int bkind = KIND_NONE;
@@ -803,31 +911,22 @@ static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *f
             kind = "output_limit";
         else if (compile_phase && name && nn == 11 && !memcmp(name, "SyntaxError", 11))
             kind = "syntax";
-        else if (msg && (strstr(msg, "Maximum call stack size exceeded") || strstr(msg, "stack overflow")))
-            kind = "stack";
-        else if (msg && name && !strcmp(name, "InternalError") && strstr(msg, "out of memory"))
+        else if (msg && ((is_native_error(ctx, exc, JS_RANGE_ERROR) &&
+                          !strcmp(msg, "Maximum call stack size exceeded")) ||
+                         (is_native_error(ctx, exc, JS_INTERNAL_ERROR) &&
+                          !strcmp(msg, "stack overflow"))))
+            kind = "stack"; /* the engine's own error, not a message that says so */
+        else if (msg && is_native_error(ctx, exc, JS_INTERNAL_ERROR) &&
+                 !strcmp(msg, "out of memory"))
             kind = "memory";
         else
             kind = "runtime";
     }
-    if (!strcmp(kind, "runtime") && name && !strcmp(name, "TypeError") && msg &&
-        !strcmp(msg, "not a function") && stack && !g_interrupted) {
-        /* `tools.nope(...)`: say which tool is missing and what is granted */
-        JSValue arg = JS_NewStringLen(ctx, stack, sn);
-        JSValue better = JS_Call(ctx, g_explain, JS_UNDEFINED, 1, (JSValueConst *)&arg);
-        JS_FreeValue(ctx, arg);
-        if (JS_IsException(better))
-            clear_exception(ctx);
-        else if (JS_IsString(better)) {
-            const char *text = JS_ToCStringLen(ctx, &mn, better);
-            if (text) {
-                JS_FreeCString(ctx, msg);
-                msg = text;
-            } else
-                clear_exception(ctx);
-        }
-        JS_FreeValue(ctx, better);
-    }
+    if (!strcmp(kind, "runtime") && msg && !strcmp(msg, "not a function") &&
+        is_native_error(ctx, exc, JS_TYPE_ERROR) && g_missing_atom != JS_ATOM_NULL &&
+        stack && stack_line(stack) == g_missing_line)
+        /* `tools.nope(...)`: the host names the missing tool and what is granted */
+        missing = JS_AtomToCString(ctx, g_missing_atom);
     out_put("{", 1);
     out_field("kind", kind, strlen(kind), 64, 1);
     if (desc) {
@@ -849,12 +948,15 @@ static int32_t finish_error_kind(JSContext *ctx, JSValueConst exc, const char *f
             out_field("stack", stack, sn, MAX_STACK, 0);
         if (call)
             out_field("call", call, cn, 512, 0);
+        if (missing)
+            out_field("missing_tool", missing, strlen(missing), 256, 0);
     }
     out_put("}", 1);
     if (name) JS_FreeCString(ctx, name);
     if (msg) JS_FreeCString(ctx, msg);
     if (stack) JS_FreeCString(ctx, stack);
     if (call) JS_FreeCString(ctx, call);
+    if (missing) JS_FreeCString(ctx, missing);
     finish_output();
     return ST_ERROR;
 }
@@ -878,6 +980,15 @@ static int32_t finish_message(const char *kind, const char *name, const char *ms
     return ST_ERROR;
 }
 
+/* The deadline passed (the host raised the flag), whatever the script made of the
+   interrupt: the run ends as a timeout. */
+static int32_t finish_interrupted(JSContext *ctx)
+{
+    g_interrupted = 1;
+    clear_exception(ctx);
+    return finish_message("timeout", "InternalError", "interrupted");
+}
+
 static int32_t finish_value(JSContext *ctx, JSValueConst v)
 {
     static Ser st;
@@ -885,8 +996,12 @@ static int32_t finish_value(JSContext *ctx, JSValueConst v)
     st.depth = 0;
     st.error = NULL;
     st.where[0] = 0;
+    if (g_interrupted || g_interrupt)
+        return finish_interrupted(ctx);
     out_reset(g_result_cap);
     r = ser_value(ctx, &st, v, JS_UNDEFINED);
+    if (g_interrupted || g_interrupt) /* a getter swallowed the deadline's interrupt */
+        return finish_interrupted(ctx);
     if (r == 0) {
         finish_output();
         return ST_DONE;
@@ -901,11 +1016,6 @@ static int32_t finish_value(JSContext *ctx, JSValueConst v)
         snprintf(m, sizeof m, "the result cannot be converted to JSON: it contains %s at $%s",
                  st.error, st.where);
         return finish_message("runtime", "TypeError", m);
-    }
-    if (g_interrupted || g_interrupt) {
-        g_interrupted = 1;
-        clear_exception(ctx);
-        return finish_message("timeout", "InternalError", "interrupted");
     }
     return finish_error(ctx, JS_GetException(ctx), 0);
 }
@@ -941,14 +1051,15 @@ static const char glue_src[] =
     "  for (let level = 0; level < names.length; level++) {\n"
     "    const name = names[level];\n"
     "    const fn = { [name](...args) {\n"
-    "      let s = '';\n"
-    "      for (let i = 0; i < args.length; i++) { if (i) s += ' '; s += fmt(args[i]); }\n"
+    "      let s = args.length === 1 ? fmt(args[0]) : '';  // one argument: no copy\n"
+    "      for (let i = 0; args.length > 1 && i < args.length; i++) { if (i) s += ' '; s += fmt(args[i]); }\n"
     "      log(level, s);\n"
     "    } }[name];\n"
     "    define(console, name, { value: fn, writable: true, enumerable: true, configurable: true });\n"
     "  }\n"
     "  define(g, 'console', { value: console, writable: true, configurable: true });\n"
-    "  const timers = new Map();\n"
+    "  const MapCtor = Map;\n"
+    "  let timers = new MapCtor();\n"
     "  let seq = 0;\n"
     "  function setTimeout(fn, ms, ...args) {\n"
     "    if (typeof fn !== 'function') throw new TypeError('setTimeout expects a function');\n"
@@ -962,7 +1073,7 @@ static const char glue_src[] =
     "  define(g, 'setTimeout', { value: setTimeout, writable: true, configurable: true });\n"
     "  define(g, 'clearTimeout', { value: clearTimeout, writable: true, configurable: true });\n"
     "  function fire(run) {\n"
-    "    if (run === 2) { timers.clear(); return -1; }\n"
+    "    if (run === 2) { timers = new MapCtor(); return -1; }  // no script-writable method\n"
     "    if (run) {\n"
     "      const t = now(), due = [];\n"
     "      for (const [id, tm] of timers) if (tm.at <= t) due.push([id, tm]);\n"
@@ -977,53 +1088,13 @@ static const char glue_src[] =
     "    }\n"
     "    return next < 0 ? -1 : ceil(next);\n"
     "  }\n"
-    "  // `tools`: the granted functions behind a Proxy that remembers where a missing\n"
-    "  // tool was looked up, so that 'not a function' can name it (explain below)\n"
-    "  const ProxyCtor = Proxy, keysOf = Object.keys, abs = Math.abs, min = Math.min;\n"
-    "  const has = Reflect.has, ErrorCtor2 = Error, match = String.prototype.match;\n"
-    "  const frameLine = /script\\.js:(\\d+):/;\n"
-    "  let granted = [], missing = null;\n"
-    "  function distance(a, b) {\n"
-    "    if (abs(a.length - b.length) > 2) return 3;\n"
-    "    let prev = [];\n"
-    "    for (let j = 0; j <= b.length; j++) prev[j] = j;\n"
-    "    for (let i = 1; i <= a.length; i++) {\n"
-    "      const cur = [i];\n"
-    "      for (let j = 1; j <= b.length; j++)\n"
-    "        cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));\n"
-    "      prev = cur;\n"
-    "    }\n"
-    "    return prev[b.length];\n"
+    "  // `tools`: the granted functions behind a Proxy whose `get` (in C, so no script\n"
+    "  // code runs in it) remembers where a missing tool was looked up\n"
+    "  const ProxyCtor = Proxy;\n"
+    "  function makeTools(target, get) {\n"
+    "    return new ProxyCtor(target, { __proto__: null, get });\n"
     "  }\n"
-    "  function lineOf(stack) {\n"
-    "    const m = typeof stack === 'string' ? match.call(stack, frameLine) : null;\n"
-    "    return m ? m[1] : null;\n"
-    "  }\n"
-    "  function makeTools(target) {\n"
-    "    granted = keysOf(target);\n"
-    "    return new ProxyCtor(target, {\n"
-    "      get(t, key) {\n"
-    "        if (typeof key === 'string' && !has(t, key))\n"
-    "          missing = { name: key, line: lineOf(new ErrorCtor2().stack) };\n"
-    "        return t[key];\n"
-    "      },\n"
-    "    });\n"
-    "  }\n"
-    "  function explain(stack) {\n"
-    "    if (missing === null || missing.line === null || lineOf(stack) !== missing.line) return;\n"
-    "    const key = missing.name;\n"
-    "    const ref = /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(key) ? 'tools.' + key : 'tools[' + stringify(key) + ']';\n"
-    "    let best = null, bestD = 3;\n"
-    "    const lower = key.toLowerCase();\n"
-    "    for (const n of granted) {\n"
-    "      const d = distance(lower, n.toLowerCase());\n"
-    "      if (d < bestD && d < key.length) { best = n; bestD = d; }\n"
-    "    }\n"
-    "    const list = granted.slice(0, 30).join(', ') + (granted.length > 30 ? ', ...' : '');\n"
-    "    return ref + ' is not a granted tool' + (best !== null ? ' (did you mean ' + best + '?)' : '') +\n"
-    "      '; granted: ' + (granted.length ? list : 'none');\n"
-    "  }\n"
-    "  return [fire, from, makeTools, explain];\n"
+    "  return [fire, from, makeTools];\n"
     "})\n";
 
 static JSValue cb_log_fn(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
@@ -1031,9 +1102,20 @@ static JSValue cb_log_fn(JSContext *ctx, JSValueConst this_val, int argc, JSValu
     int32_t level = 0;
     size_t n;
     const char *s;
+    JSValue text;
     if (argc < 2 || JS_ToInt32(ctx, &level, argv[0]))
         return JS_UNDEFINED;
-    s = JS_ToCStringLen(ctx, &n, argv[1]);
+    text = JS_DupValue(ctx, argv[1]);
+    if (g_io.log_cap > 0 && string_length(text) > (uint32_t)g_io.log_cap) {
+        /* over the cap whatever it holds: copy only enough for the host to say so */
+        JSValue cut = string_prefix(ctx, text, (uint32_t)g_io.log_cap + 1);
+        JS_FreeValue(ctx, text);
+        if (JS_IsException(cut))
+            return JS_EXCEPTION;
+        text = cut;
+    }
+    s = JS_ToCStringLen(ctx, &n, text);
+    JS_FreeValue(ctx, text);
     if (!s)
         return JS_EXCEPTION;
     host_log(level, s, (int32_t)n);
@@ -1183,6 +1265,50 @@ static JSValue cb_tool_call(JSContext *ctx, JSValueConst this_val, int argc, JSV
     return promise;
 }
 
+/* The line of the innermost script frame on the stack now (0 if there is none). */
+static int current_script_line(JSContext *ctx)
+{
+    JSStackFrame *sf;
+    for (sf = ctx->rt->current_stack_frame; sf != NULL; sf = sf->prev_frame) {
+        JSObject *p;
+        JSFunctionBytecode *b;
+        int col;
+        if (JS_VALUE_GET_TAG(sf->cur_func) != JS_TAG_OBJECT || !sf->cur_pc)
+            continue;
+        p = JS_VALUE_GET_OBJ(sf->cur_func);
+        if (!js_class_has_bytecode(p->class_id))
+            continue;
+        b = p->u.func.function_bytecode;
+        return find_line_num(ctx, b, (uint32_t)(sf->cur_pc - b->byte_code_buf - 1), &col);
+    }
+    return 0;
+}
+
+/* The `get` trap of `tools`: the granted function, or undefined (and the name and
+   line of the lookup remembered, to name the tool if calling it fails). */
+static JSValue cb_tools_get(JSContext *ctx, JSValueConst this_val, int argc, JSValueConst *argv)
+{
+    JSAtom atom;
+    JSValue v = JS_UNDEFINED;
+    int has;
+    if (argc < 2 || !JS_IsObject(argv[0]))
+        return JS_UNDEFINED;
+    atom = JS_ValueToAtom(ctx, argv[1]);
+    if (atom == JS_ATOM_NULL)
+        return JS_EXCEPTION;
+    /* the target is a frozen object with a null prototype: no script code runs here */
+    has = JS_HasProperty(ctx, argv[0], atom);
+    if (has > 0)
+        v = JS_GetProperty(ctx, argv[0], atom);
+    else if (has == 0 && JS_IsString(argv[1])) {
+        JS_FreeAtom(ctx, g_missing_atom);
+        g_missing_atom = JS_DupAtom(ctx, atom);
+        g_missing_line = current_script_line(ctx);
+    }
+    JS_FreeAtom(ctx, atom);
+    return has < 0 ? JS_EXCEPTION : v;
+}
+
 static int install_tools(JSContext *ctx, const char *names, int32_t len)
 {
     JSValue tools = JS_NewObjectProto(ctx, JS_NULL), global, proxy;
@@ -1201,7 +1327,13 @@ static int install_tools(JSContext *ctx, const char *names, int32_t len)
     }
     if (JS_FreezeObject(ctx, tools) < 0)
         return -1;
-    proxy = JS_Call(ctx, g_make_tools, JS_UNDEFINED, 1, (JSValueConst *)&tools);
+    {
+        JSValue args[2];
+        args[0] = tools;
+        args[1] = JS_NewCFunction(ctx, cb_tools_get, "get", 3);
+        proxy = JS_Call(ctx, g_make_tools, JS_UNDEFINED, 2, (JSValueConst *)args);
+        JS_FreeValue(ctx, args[1]);
+    }
     JS_FreeValue(ctx, tools);
     if (JS_IsException(proxy))
         return -1;
@@ -1216,9 +1348,6 @@ static int install_tools(JSContext *ctx, const char *names, int32_t len)
 static void reset_run_state(JSContext *ctx)
 {
     int i;
-    for (i = 0; i < g_nberr; i++)
-        JS_FreeValue(ctx, g_berr[i].err);
-    g_nberr = 0;
     for (i = 0; i < g_npending; i++) {
         JS_FreeValue(ctx, g_pending[i].funcs[0]);
         JS_FreeValue(ctx, g_pending[i].funcs[1]);
@@ -1228,6 +1357,10 @@ static void reset_run_state(JSContext *ctx)
     JS_FreeValue(ctx, g_main);
     g_main = JS_UNDEFINED;
     g_interrupted = 0;
+    g_interrupt = 0; /* a flag set at the end of the last run must not stop this one */
+    JS_FreeAtom(ctx, g_missing_atom);
+    g_missing_atom = JS_ATOM_NULL;
+    g_missing_line = 0;
     g_io.pending = 0;
     g_io.next_timer_ms = -1;
 }
@@ -1281,10 +1414,13 @@ static int32_t cb_step(JSContext *ctx)
         g_io.next_timer_ms = ms;
         if (g_npending > 0 || ms > 0)
             return ST_WAIT;
-        if (ms < 0)
+        if (ms < 0) {
+            if (g_interrupted || g_interrupt) /* a promise lost to the deadline's interrupt */
+                return finish_interrupted(ctx);
             return finish_message("runtime", "Error",
                                   "the script awaits a promise that nothing can settle: "
                                   "no tool call or timer is pending");
+        }
         ms = next_timer(ctx, 1, &exc);
         if (ms == -2)
             return finish_error(ctx, exc, 0);
@@ -1316,7 +1452,11 @@ int32_t cb_init(int32_t stack_size)
     g_timers = JS_GetPropertyInt64(g_ctx, arr, 0);
     g_to_list = JS_GetPropertyInt64(g_ctx, arr, 1);
     g_make_tools = JS_GetPropertyInt64(g_ctx, arr, 2);
-    g_explain = JS_GetPropertyInt64(g_ctx, arr, 3);
+    {
+        JSValue sym = JS_NewSymbol(g_ctx, "clambot.kind", false);
+        g_kind_atom = JS_ValueToAtom(g_ctx, sym);
+        JS_FreeValue(g_ctx, sym);
+    }
     JS_FreeValue(g_ctx, arr);
     g_io.next_timer_ms = -1;
     g_io.inline_ptr = (int32_t)(uintptr_t)g_inline;
@@ -1331,6 +1471,56 @@ CB_EXPORT("cb_interrupt_addr") volatile int32_t *cb_interrupt_addr(void) { retur
 
 /* buf holds the tool names (NUL-separated, names_len bytes; installed on the first
    run of this instance) followed by the code (len bytes and a NUL). */
+/* A script compiled with JS_EVAL_FLAG_ASYNC ends with
+       object; dup; get_loc _ret_; put_field "value"; return_async
+   so its promise resolves to {value: <last expression>}, an ordinary object: a script
+   that puts a `then` on Object.prototype would capture that promise (and a `value`
+   setter the value) after the script itself has ended. The same bytes become
+       special_object NULL_PROTO; get_loc _ret_; define_field "value"; return_async
+   (same length, one stack slot less at the peak): a box with no prototype and an own
+   data property, which nothing of the script can reach. */
+static void box_the_result_safely(JSValueConst fn)
+{
+    JSFunctionBytecode *b;
+    uint8_t *code, loc[3];
+    int ret = -1, i, pos, nloc;
+    uint32_t atom;
+    if (JS_VALUE_GET_TAG(fn) != JS_TAG_FUNCTION_BYTECODE)
+        return;
+    b = JS_VALUE_GET_PTR(fn);
+    for (i = 0; i < b->var_count; i++)
+        if (b->vardefs[i].var_name == JS_ATOM__ret_)
+            ret = i;
+    if (ret < 0)
+        return;
+    if (ret < 4) { /* the short forms the compiler emits */
+        loc[0] = (uint8_t)(OP_get_loc0 + ret);
+        nloc = 1;
+    } else if (ret < 256) {
+        loc[0] = OP_get_loc8;
+        loc[1] = (uint8_t)ret;
+        nloc = 2;
+    } else {
+        loc[0] = OP_get_loc;
+        loc[1] = (uint8_t)ret;
+        loc[2] = (uint8_t)(ret >> 8);
+        nloc = 3;
+    }
+    code = b->byte_code_buf;
+    for (pos = 0; pos < b->byte_code_len; pos += short_opcode_info(code[pos]).size) {
+        if (pos + 2 + nloc + 5 > b->byte_code_len || code[pos] != OP_object ||
+            code[pos + 1] != OP_dup || memcmp(code + pos + 2, loc, (size_t)nloc) ||
+            code[pos + 2 + nloc] != OP_put_field)
+            continue;
+        memcpy(&atom, code + pos + 3 + nloc, 4);
+        if (atom != JS_ATOM_value)
+            continue;
+        code[pos] = OP_special_object;
+        code[pos + 1] = OP_SPECIAL_OBJECT_NULL_PROTO;
+        code[pos + 2 + nloc] = OP_define_field;
+    }
+}
+
 CB_EXPORT("cb_eval")
 int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_limit,
                 int32_t result_cap, int32_t stack_size, int64_t seed)
@@ -1356,9 +1546,14 @@ int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_lim
             return finish_error(ctx, JS_GetException(ctx), 0);
         g_tools_installed = 1;
     }
-    r = JS_Eval(ctx, code, (size_t)len, "script.js", JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_ASYNC);
+    r = JS_Eval(ctx, code, (size_t)len, "script.js",
+                JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_ASYNC | JS_EVAL_FLAG_COMPILE_ONLY);
     if (JS_IsException(r))
         return finish_error(ctx, JS_GetException(ctx), 1);
+    box_the_result_safely(r);
+    r = JS_EvalFunction(ctx, r);
+    if (JS_IsException(r))
+        return finish_error(ctx, JS_GetException(ctx), 0);
     g_main = r;
     return cb_step(ctx);
 }
@@ -1367,11 +1562,8 @@ int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_lim
    its own kind (binding_failed, binding_denied, output_limit) rather than runtime. */
 static void note_binding_error(JSContext *ctx, JSValueConst err, int kind)
 {
-    if (g_nberr < MAX_BINDING_ERRORS) {
-        g_berr[g_nberr].err = JS_DupValue(ctx, err);
-        g_berr[g_nberr].kind = kind;
-        g_nberr++;
-    }
+    if (JS_IsObject(err) && g_kind_atom != JS_ATOM_NULL)
+        JS_DefinePropertyValue(ctx, err, g_kind_atom, JS_NewInt32(ctx, kind), 0);
 }
 
 /* Settle the pending call `id` (unknown ids are ignored); p[len] must be NUL. */

@@ -64,116 +64,21 @@ KIND_TO_OUTCOME = {
 
 #: extra cases that fail on today's main: id -> why (each is a strict xfail)
 KNOWN_FAILING: dict[str, str] = {
-    "bind-257-caught-failures-then-uncaught": (
-        "guest.c note_binding_error keeps only 256 binding errors a run: later ones end as runtime"
-    ),
-    "bind-257-caught-denials-then-uncaught": (
-        "guest.c note_binding_error keeps only 256 binding errors a run: later ones end as runtime"
-    ),
-    "bind-allsettled-300-failures-then-uncaught": (
-        "guest.c note_binding_error keeps only 256 binding errors a run: later ones end as runtime"
-    ),
-    "bind-explain-symbol-match-loops": (
-        "the glue's Proxy get trap (lineOf) calls String.prototype.match on every missing name: "
-        "the script's RegExp.prototype[Symbol.match] runs inside `tools.ehco`"
-    ),
-    "bind-fail-message-lone-surrogate-kept": (
-        "_calls._payload encodes the tool's message with errors='replace': a lone surrogate "
-        "becomes ?"
-    ),
-    "bind-echo-result-990-deep": (
-        "_bindings.to_json_bytes has no flat fallback: a tool result ~980+ deep fails "
-        "(RecursionError)"
-    ),
-    "bind-echo-result-3000-deep": (
-        "_bindings.to_json_bytes has no flat fallback: a tool result ~980+ deep fails "
-        "(RecursionError)"
-    ),
     "bind-echo-floats-under-cap": (
-        "_bindings.to_json_bytes re-encodes the result with Python's float repr (1e-07, not "
+        "_bindings.to_json_bytes encodes floats with Python's repr (1e-07, not JavaScript's "
         "1e-7): 20% larger than the arguments, and over the result cap"
     ),
-    "res-object-prototype-then-noop": (
-        "QuickJS-NG's async eval resolves its promise with a {value} box: a `then` on "
-        "Object.prototype captures the script's value"
-    ),
-    "res-object-prototype-then-substitutes": (
-        "QuickJS-NG's async eval resolves its promise with a {value} box: a `then` on "
-        "Object.prototype replaces the script's value"
-    ),
-    "res-object-prototype-then-getter-loops": (
-        "QuickJS-NG's async eval resolves its promise with a {value} box: looking up its "
-        "`then` runs the script's getter after the script ended"
-    ),
-    "res-object-prototype-value-setter": (
-        "QuickJS-NG's async eval writes the value with [[Set]] (OP_put_field): an "
-        "Object.prototype.value accessor swallows it; cb_step reads it back through the getter"
-    ),
-    "res-boxed-primitives": (
-        "guest.c ser_any serialises Number/String/Boolean objects as plain objects, not as "
-        "JSON.stringify does"
-    ),
-    "res-tojson-key-of-array-element": (
-        "guest.c ser_array_like passes toJSON a number key; JSON.stringify passes the string"
-    ),
-    "res-plain-error-mentioning-stack-overflow": (
-        "guest.c finish_error_kind calls any error whose message says 'stack overflow' kind stack"
-    ),
     "res-plain-error-mentioning-call-stack": (
-        "guest.c finish_error_kind calls any error whose message says 'Maximum call stack size "
-        "exceeded' kind stack"
-    ),
-    "res-fake-internal-error-out-of-memory": (
-        "guest.c finish_error_kind calls any error named InternalError saying 'out of memory' "
-        "kind memory"
-    ),
-    "res-throw-stack-with-4400-digit-line": (
-        "_result.RunError.from_js int()s the line of a script-written stack: ValueError "
-        "escapes run()"
-    ),
-    "loop-prepare-stack-trace": (
-        "QuickJS-NG swallows the deadline's interrupt thrown in Error.prepareStackTrace: the run "
-        "goes on and ends ok"
-    ),
-    "ok-zero-delay-timer-while-awaiting-tool": (
-        "_driver.drive fires due timers before it collects finished calls (calls.wait): a 0 ms "
-        "timer loop starves every answer"
-    ),
-    "out-result-typed-array-4m": (
-        "guest.c ser_collection copies a typed array/Set/Map whole with Array.from before "
-        "serialising: 8+ bytes per element hit the memory cap before the result cap"
-    ),
-    "out-log-40mb-string": (
-        "guest.c cb_log_fn converts the whole string to UTF-8 (counted) before the host checks "
-        "the log cap"
+        "a RangeError the script makes with the engine's exact stack-overflow message is "
+        "indistinguishable from the engine's own (same prototype, same text): kind stack"
     ),
 }
 
-_LOST_PROMISE = (
-    "the deadline's interrupt thrown where an exception is dropped (guest.c settle(), QuickJS's "
-    "async generator resolution) leaves a promise unsettled; cb_step then says 'awaits a "
-    "promise that nothing can settle' (runtime) though g_interrupted is set"
-)
 #: extra cases that fail on today's main only sometimes (a race): non-strict xfails
-KNOWN_FLAKY: dict[str, str] = {
-    "loop-prepare-stack-trace-then-tool-call": (
-        "after a swallowed interrupt the script reaches a new tool call; _driver.drive starts "
-        "queued calls before it checks the deadline, so the binding runs unless close() "
-        "cancels it first (test_no_binding_runs_after_a_swallowed_deadline is deterministic)"
-    ),
-    "loop-failing-tool-retry-forever": _LOST_PROMISE,
-    "loop-denied-tool-retry-forever": _LOST_PROMISE,
-    "loop-tool-call-catch-forever": _LOST_PROMISE,
-    "loop-async-generator-forever": _LOST_PROMISE,
-}
+KNOWN_FLAKY: dict[str, str] = {}
 
 #: extra cases that pass alone but fail in a session (test_hostile_case_in_session)
-KNOWN_FAILING_IN_SESSION: dict[str, str] = {
-    "res-error-message-getter-loops": (
-        "the deadline's interrupt flag stays set when a run ends without noticing it; nothing "
-        "clears it (guest.c reset_run_state, _driver.drive), so the session's next run times out"
-    ),
-}
+KNOWN_FAILING_IN_SESSION: dict[str, str] = {}
 
 #: extra cases that hit a limit, also run in a session: such a run is rolled back
 SESSION_CASES = [
@@ -502,11 +407,6 @@ def test_hostile_case_in_session(case: dict[str, Any]) -> None:
         judge_in_session(case)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the engine swallows the interrupt in Error.prepareStackTrace; _calls.Dispatcher."
-    "on_call runs a fast sync binding inline without looking at the deadline",
-)
 def test_no_binding_runs_after_a_swallowed_deadline() -> None:
     """The deterministic form of loop-prepare-stack-trace-then-tool-call: once `add` is
     known to be fast it runs inline, so a call the script makes after the deadline (which
@@ -524,11 +424,6 @@ def test_no_binding_runs_after_a_swallowed_deadline() -> None:
     assert calls.ran == {"add": 1}, "a binding ran after the run's deadline"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guest.c cb_eval drops a session's timers through the glue's fire(2), which calls "
-    "the script-writable Map.prototype.clear before the run's own code",
-)
 def test_session_next_run_runs_after_map_prototype_is_broken() -> None:
     """A run that breaks Map.prototype.clear must not brick its session: the next run's own
     code still runs (here: it repairs the prototype and returns a value)."""

@@ -120,11 +120,16 @@ def test_integers_past_2_53_are_refused_not_changed() -> None:
     assert sb.run("await tools.as_text()").value == {"id": str(big), "f": 1.0e16}
 
 
-def test_deep_results_fail_cleanly() -> None:
+def test_deep_results_cross_and_deeper_ones_fail_cleanly() -> None:
     deep: list[Any] = []
     for _ in range(3000):
         deep = [deep]
     sb = Sandbox(bindings=[binding(lambda: deep, name="deep")])
+    assert sb.run("const v = await tools.deep(); 'ok'").value == "ok"
+    deeper: list[Any] = []
+    for _ in range(20_000):
+        deeper = [deeper]
+    sb = Sandbox(bindings=[binding(lambda: deeper, name="deep")])
     res = sb.run("await tools.deep()")
     assert res.error is not None and res.error.kind == "binding_failed"
-    assert "nested too deeply" in res.error.message
+    assert "nested more than 10000 levels deep" in res.error.message
