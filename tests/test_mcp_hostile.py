@@ -54,13 +54,13 @@ class Hostile:
             m["id"]
             for m in self.received()
             if m.get("method") == "tools/call"
-            and isinstance(m.get("params"), dict)
-            and m["params"].get("name") == tool  # type: ignore[union-attr]
+            and isinstance(params := m.get("params"), dict)
+            and params.get("name") == tool
         ]
 
     def cancelled_ids(self) -> list[object]:
         return [
-            m["params"]["requestId"]  # type: ignore[index]
+            m["params"]["requestId"]
             for m in self.received()
             if m.get("method") == "notifications/cancelled"
         ]

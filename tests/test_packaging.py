@@ -29,6 +29,7 @@ import zipfile
 from email.message import Message
 from email.parser import Parser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,12 +57,13 @@ INSTALL_TIMEOUT_S = 900
 RUN_TIMEOUT_S = 300
 
 
-def _pyproject(project: Path) -> dict[str, object]:
+def _pyproject(project: Path) -> dict[str, Any]:
     with (project / "pyproject.toml").open("rb") as fh:
-        return tomllib.load(fh)
+        data: dict[str, Any] = tomllib.load(fh)
+    return data
 
 
-def _project(dist: str) -> dict[str, object]:
+def _project(dist: str) -> dict[str, Any]:
     project = _pyproject(PACKAGES[dist][0])["project"]
     assert isinstance(project, dict)
     return project
@@ -188,13 +190,13 @@ def test_metadata_is_what_pypi_langchain_and_llamahub_read(dist: Path) -> None:
             if r.startswith("clambot-tools")
         ]
         bounds.add(core)
-        low, high = re.fullmatch(r"clambot-tools<([\d.]+),>=([\d.]+)", core).groups()  # type: ignore[union-attr]
+        low, high = re.fullmatch(r"clambot-tools<([\d.]+),>=([\d.]+)", core).groups()
         assert _version(high) <= _version(str(core_version)) < _version(low)
     assert len(bounds) == 1  # both adapters bound the core the same way
     langchain = _metadata(_wheel(dist, "langchain-clambot"))
     extras = set(langchain.get_all("Provides-Extra") or [])
     assert {"langgraph", "agents"} <= extras  # JSSessionMiddleware needs `langchain`
-    llamahub = _pyproject(PACKAGES["llama-index-tools-clambot"][0])["tool"]["llamahub"]  # type: ignore[index]
+    llamahub = _pyproject(PACKAGES["llama-index-tools-clambot"][0])["tool"]["llamahub"]
     module = importlib.import_module(llamahub["import_path"])
     assert set(llamahub["class_authors"]) <= set(module.__all__)
 
@@ -359,5 +361,5 @@ def test_the_dev_tools_are_the_locked_versions() -> None:
     stale = {t: (v, pins[t]) for t, v in installed.items() if v != pins[t]}
     assert stale == {}, f"installed != constraints.txt (run make install): {stale}"
     # building without isolation (here, make dist) uses these: the same as isolation would
-    requires = _pyproject(ROOT)["build-system"]["requires"]  # type: ignore[index]
+    requires = _pyproject(ROOT)["build-system"]["requires"]
     assert sorted(requires) == sorted(f"{t}=={pins[t]}" for t in ("hatchling", "ziglang"))

@@ -221,6 +221,11 @@ def test_the_request_names_the_exact_call() -> None:
     assert len({a1.request_id, a2.request_id, b.request_id}) == 3
     # the same call of the same script asks with the same id when the script runs again
     again: list[ApprovalRequest] = []
-    sb2 = Sandbox(bindings=[_writer([])], policy=Policy(approve=lambda r: again.append(r) or True))
+
+    def note_and_allow(request: ApprovalRequest) -> bool:
+        again.append(request)
+        return True
+
+    sb2 = Sandbox(bindings=[_writer([])], policy=Policy(approve=note_and_allow))
     assert sb2.run(code).ok
     assert [r.request_id for r in again] == [r.request_id for r in seen]

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, unquote_plus, urlsplit
@@ -63,7 +63,7 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self, body: bytes) -> None:
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        port = int(self.server.server_address[1])  # type: ignore[index]
+        port = int(self.server.server_address[1])
         SEEN.append(
             {
                 "port": port,
@@ -637,10 +637,11 @@ FORMS = [
 def recovers_tricky(text: str) -> bool:
     """Whether TRICKY can be read back from `text` by undoing a common encoding."""
     candidates = [text, unquote_plus(text), html.unescape(text), html.unescape(unquote(text))]
-    for decode in (
+    decoders: list[Callable[[str], str]] = [
         lambda t: codecs.decode(t, "unicode_escape"),
         lambda t: bytes.fromhex(t).decode("latin-1"),
-    ):
+    ]
+    for decode in decoders:
         try:
             candidates.append(decode(text))
         except ValueError:
