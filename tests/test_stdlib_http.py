@@ -215,10 +215,14 @@ class TLSServer(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
-            request = self.context.wrap_socket(request, server_side=True)
+            tls_request = self.context.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return
-        super().finish_request(request, client_address)
+        try:
+            super().finish_request(tls_request, client_address)
+        finally:
+            # the TLS socket took over the connection: the server closes only the plain one
+            self.shutdown_request(tls_request)
 
 
 @pytest.fixture(scope="module")
