@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -102,14 +103,17 @@ def test_read_bindings_need_no_approval() -> None:
 def test_approval_time_counts_against_the_deadline() -> None:
     saved: list[str] = []
 
+    returned = threading.Event()
+
     def slow_human(req: ApprovalRequest) -> bool:
-        time.sleep(1.0)
+        returned.wait(30)  # answers only once the run has returned
         return True
 
     sb = Sandbox(
         bindings=[_writer(saved)], policy=Policy(approve=slow_human), limits=Limits(timeout_s=0.3)
     )
     res = sb.run("await tools.save({text: 'late'})")
+    returned.set()
     assert res.error is not None and res.error.kind == "timeout"
 
 
