@@ -33,6 +33,9 @@ from ._session import Session
 from ._shapes import ResultShapes
 from ._snapshot import local_snapshot_key
 
+#: this distribution's version (clambot-tools), as in its metadata
+__version__ = "0.1.0"
+
 
 def __getattr__(name: str) -> Any:
     """`clambot_tools.render` is imported when first used (not at startup)."""

@@ -72,6 +72,13 @@ def _is_typeddict(tp: Any) -> bool:
     return typing.is_typeddict(tp) or typing_extensions.is_typeddict(tp)
 
 
+def _says_nothing(ann: Any) -> bool:
+    """Any, object, no annotation, a TypeVar, or one that could not be evaluated."""
+    if ann is Any or ann is object or ann is inspect.Parameter.empty:
+        return True
+    return isinstance(ann, (typing.TypeVar, str, typing.ForwardRef))
+
+
 class _Converter:
     def __init__(self) -> None:
         self.defs: dict[str, dict[str, Any]] = {}
@@ -91,16 +98,10 @@ class _Converter:
         return {"$ref": f"#/$defs/{name}"}
 
     def convert(self, ann: Any, depth: int = 0) -> dict[str, Any]:
-        if depth > _NESTING:
-            raise _Unknown
-        if ann is Any or ann is object or ann is inspect.Parameter.empty:
+        if depth > _NESTING or _says_nothing(ann):
             raise _Unknown
         if ann is None or ann is type(None):
             return {"type": "null"}
-        if isinstance(ann, typing.TypeVar):
-            raise _Unknown
-        if isinstance(ann, str) or isinstance(ann, typing.ForwardRef):
-            raise _Unknown  # an annotation that could not be evaluated
         origin = typing_extensions.get_origin(ann)
         args = typing_extensions.get_args(ann)
         if origin in (typing.Annotated, typing_extensions.Required, typing_extensions.NotRequired):
@@ -110,18 +111,7 @@ class _Converter:
         if origin is typing.Union or origin is types.UnionType:
             return {"anyOf": [self.convert(a, depth + 1) for a in args]}
         if origin is tuple:
-            if len(args) == 2 and args[1] is Ellipsis:
-                return {"type": "array", "items": self.items(args[0], depth)}
-            if args == ((),):
-                return {"type": "array", "maxItems": 0}
-            if not args:
-                return {"type": "array"}
-            return {
-                "type": "array",
-                "prefixItems": [self.convert(a, depth + 1) for a in args],
-                "minItems": len(args),
-                "maxItems": len(args),
-            }
+            return self.tuple_items(args, depth)
         if origin in _ARRAYS:
             return {"type": "array", "items": self.items(args[0] if args else Any, depth)}
         if origin in _MAPPINGS:
@@ -129,6 +119,20 @@ class _Converter:
         if origin is not None:
             return self.convert(origin, depth + 1)  # a generic class: its bare form
         return self.convert_class(ann, depth)
+
+    def tuple_items(self, args: tuple[Any, ...], depth: int) -> dict[str, Any]:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return {"type": "array", "items": self.items(args[0], depth)}
+        if args == ((),):
+            return {"type": "array", "maxItems": 0}
+        if not args:
+            return {"type": "array"}
+        return {
+            "type": "array",
+            "prefixItems": [self.convert(a, depth + 1) for a in args],
+            "minItems": len(args),
+            "maxItems": len(args),
+        }
 
     def items(self, ann: Any, depth: int) -> dict[str, Any]:
         try:

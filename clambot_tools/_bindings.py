@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from . import _jsonsafe
 from ._errors import ConfigError
 
+#: what a binding may do, declared by it; the policy can deny or ask approval for each
 Effect = Literal["read", "write", "network"]
 EFFECTS: tuple[Effect, ...] = ("read", "write", "network")
 _NAME = re.compile(r"^[^\x00]{1,128}$")

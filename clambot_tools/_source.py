@@ -36,57 +36,87 @@ def _engine_breaks(code: str) -> list[tuple[int, int]]:
     strings, template literals (with ``${}`` inside) and comments. Regular expression
     literals are not told apart from code (one holding a quote can mislead the scan; it
     matters only for U+2028, U+2029 and lone ``\\r`` after it)."""
-    breaks: list[tuple[int, int]] = []
-    state = ""  # "" code, a quote character, "`" a template, "//" or "/*" a comment
-    depth = 0  # braces open in code
-    resume: list[int] = []  # the depth at which each open ${ ... } returns to its template
-    i, n = 0, len(code)
-    while i < n:
-        c = code[i]
-        if c == "\n" or c == "\r":
-            end = i + 2 if code.startswith("\r\n", i) else i + 1
-            if c == "\n" or end == i + 2 or state != "/*":
-                breaks.append((i, end))
-            if state == "//":
-                state = ""
-            i = end
-            continue
-        if c in "\u2028\u2029":
-            if not state:
-                breaks.append((i, i + 1))
-            elif state == "//":
-                state = ""
-            i += 1
-            continue
-        if not state:
-            if c in "'\"`":
-                state = c
-            elif code.startswith("//", i) or code.startswith("/*", i):
-                state = code[i : i + 2]
+    return _BreakScan(code).run()
+
+
+class _BreakScan:
+    """The scan of `_engine_breaks`: each step reads the character at an index in the
+    current state and returns the index to read next."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.breaks: list[tuple[int, int]] = []
+        self.state = ""  # "" code, a quote character, "`" a template, "//" or "/*" a comment
+        self.depth = 0  # braces open in code
+        self.resume: list[int] = []  # the depth at which each ${ ... } returns to its template
+
+    def run(self) -> list[tuple[int, int]]:
+        i, code = 0, self.code
+        while i < len(code):
+            c = code[i]
+            if c == "\n" or c == "\r":
+                i = self._line_break(i, c)
+            elif c in "\u2028\u2029":
+                i = self._separator(i)
+            elif not self.state:
+                i = self._in_code(i, c)
+            elif self.state == "/*":
+                i = self._in_block_comment(i)
+            elif self.state != "//":
+                i = self._in_string(i, c)
+            else:
                 i += 1
-            elif c == "{":
-                depth += 1
-            elif c == "}":
-                if resume and resume[-1] == depth:
-                    resume.pop()
-                    state = "`"
-                else:
-                    depth -= 1
-        elif state == "/*":
-            if code.startswith("*/", i):
-                state = ""
-                i += 1
-        elif state != "//":  # in a string or a template
-            if c == "\\" and i + 1 < n and code[i + 1] not in "\r\n\u2028\u2029":
-                i += 1  # an escaped character (a line continuation is counted above)
-            elif c == state:
-                state = ""
-            elif state == "`" and code.startswith("${", i):
-                resume.append(depth)
-                state = ""
-                i += 1
-        i += 1
-    return breaks
+        return self.breaks
+
+    def _in_block_comment(self, i: int) -> int:
+        if self.code.startswith("*/", i):
+            self.state = ""
+            return i + 2
+        return i + 1
+
+    def _line_break(self, i: int, c: str) -> int:
+        end = i + 2 if self.code.startswith("\r\n", i) else i + 1
+        if c == "\n" or end == i + 2 or self.state != "/*":
+            self.breaks.append((i, end))
+        if self.state == "//":
+            self.state = ""
+        return end
+
+    def _separator(self, i: int) -> int:
+        if not self.state:
+            self.breaks.append((i, i + 1))
+        elif self.state == "//":
+            self.state = ""
+        return i + 1
+
+    def _in_code(self, i: int, c: str) -> int:
+        if c in "'\"`":
+            self.state = c
+        elif self.code.startswith("//", i) or self.code.startswith("/*", i):
+            self.state = self.code[i : i + 2]
+            return i + 2
+        elif c == "{":
+            self.depth += 1
+        elif c == "}":
+            if self.resume and self.resume[-1] == self.depth:
+                self.resume.pop()
+                self.state = "`"
+            else:
+                self.depth -= 1
+        return i + 1
+
+    def _in_string(self, i: int, c: str) -> int:
+        """A step inside a string or a template literal."""
+        code = self.code
+        if c == "\\" and i + 1 < len(code) and code[i + 1] not in "\r\n\u2028\u2029":
+            return i + 2  # an escaped character (a line continuation is counted above)
+        if c == self.state:
+            self.state = ""
+        elif self.state == "`" and code.startswith("${", i):
+            self.resume.append(self.depth)
+            self.state = ""
+            return i + 2
+        return i + 1
 
 
 def strip_code_fences(code: str) -> str:

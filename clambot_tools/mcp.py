@@ -665,9 +665,12 @@ def _value(v: str | EnvSecret) -> str:
     return v.resolve() if isinstance(v, EnvSecret) else v
 
 
+#: what ``mcp_bindings`` takes: connections and configs, names mapped to configs, or one
+#: server's config on its own
 MCPServers = (
     Iterable["MCPConnection | MCPServerConfig | Mapping[str, Any]"]
     | Mapping[str, "MCPServerConfig | Mapping[str, Any]"]
+    | Mapping[str, Any]
 )
 
 
@@ -676,7 +679,8 @@ def mcp_bindings(servers: MCPServers, *, limits: Limits | None = None) -> list[B
 
     `servers` is a list whose items are ready `MCPConnection` objects (used as they
     are), `MCPServerConfig` objects or mappings of their keys; or a mapping of names to
-    configs (what `load_mcp_config` returns, or a JSON client config's ``mcpServers``).
+    configs (what `load_mcp_config` returns, or a JSON client config's ``mcpServers``);
+    or one server's config on its own.
     A connection is made for each config; with `limits`, its message cap is 4x
     ``limits.max_result_bytes``. The connections live as long as the bindings.
 

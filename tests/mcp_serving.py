@@ -97,7 +97,9 @@ class Client:
             self._started.set()
             self._loop.close()
 
-    async def _on_elicit(self, ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    async def _on_elicit(
+        self, context: Any, params: types.ElicitRequestParams
+    ) -> types.ElicitResult:
         self.asked.append(params.message)
         return await self.answer(params)
 

@@ -28,31 +28,32 @@ def test_sync_and_async_bindings_get_keyword_arguments() -> None:
 
 
 def test_promise_all_runs_bindings_concurrently() -> None:
-    spans: list[tuple[float, float]] = []
+    # each call returns only once all three have started: run one after the other, the
+    # first would wait in vain (and the run time out)
     lock = threading.Lock()
+    started: list[str] = []
+    all_started = threading.Event()
 
-    def slow_sync(tag: str) -> str:
-        t0 = time.monotonic()
-        time.sleep(0.2)
+    def arrive(tag: str) -> None:
         with lock:
-            spans.append((t0, time.monotonic()))
-        return tag
+            started.append(tag)
+            if len(started) == 3:
+                all_started.set()
 
-    async def slow_async(tag: str) -> str:
-        t0 = time.monotonic()
-        await asyncio.sleep(0.2)
-        with lock:
-            spans.append((t0, time.monotonic()))
-        return tag
+    def wait_sync(tag: str) -> str:
+        arrive(tag)
+        return tag if all_started.wait(20) else "alone"
 
-    sb = Sandbox(bindings=[slow_sync, slow_async])
+    async def wait_async(tag: str) -> str:
+        arrive(tag)
+        return tag if await asyncio.to_thread(all_started.wait, 20) else "alone"
+
+    sb = Sandbox(bindings=[wait_sync, wait_async], limits=Limits(timeout_s=30))
     res = sb.run(
-        "await Promise.all([tools.slow_sync({tag: 'a'}), tools.slow_async({tag: 'b'}),"
-        " tools.slow_sync({tag: 'c'})])"
+        "await Promise.all([tools.wait_sync({tag: 'a'}), tools.wait_async({tag: 'b'}),"
+        " tools.wait_sync({tag: 'c'})])"
     )
-    assert res.value == ["a", "b", "c"]
-    starts, ends = [s for s, _ in spans], [e for _, e in spans]
-    assert max(starts) < min(ends)  # all three were in flight at once
+    assert res.value == ["a", "b", "c"]  # all three were in flight at once
 
 
 def test_invalid_arguments_reject_with_type_error() -> None:
@@ -155,14 +156,18 @@ def test_pydantic_schema_and_json_only_results() -> None:
 
 
 def test_run_ends_while_calls_are_pending_without_hanging() -> None:
+    release = threading.Event()
+
     def forever() -> None:
-        time.sleep(5)
+        release.wait(30)  # a call that would outlast the run
 
     sb = Sandbox(bindings=[forever], limits=Limits(timeout_s=2))
     t0 = time.monotonic()
     res = sb.run("tools.forever(); 'done without waiting'")
+    elapsed = time.monotonic() - t0
+    release.set()
     assert res.value == "done without waiting"
-    assert time.monotonic() - t0 < 1
+    assert elapsed < 1
 
 
 def test_timeout_covers_time_spent_in_bindings() -> None:
@@ -257,30 +262,28 @@ def test_transient_error_in_an_inline_binding_is_still_retried() -> None:
 
 
 def test_abandoned_async_calls_are_cancelled_not_leaked() -> None:
-    started, cancelled = asyncio.Event(), []
+    cancelled = asyncio.Event()
 
     async def slow() -> None:
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(30)  # a call that would outlast the run
         except asyncio.CancelledError:
-            cancelled.append(True)
+            cancelled.set()
             raise
 
     sb = Sandbox(bindings=[slow])
 
-    async def main() -> Any:
+    async def main() -> tuple[Any, bool]:
         res = await sb.arun(
             "tools.slow(); await new Promise(r => setTimeout(r, 50)); 'not waiting'"
         )
-        for _ in range(100):  # the cancellation lands on this loop
-            if cancelled:
-                break
-            await asyncio.sleep(0.01)
-        return res.value
+        try:  # the cancellation lands on this loop
+            await asyncio.wait_for(cancelled.wait(), 10)
+        except asyncio.TimeoutError:
+            return res.value, False
+        return res.value, True
 
-    assert asyncio.run(main()) == "not waiting"
-    assert cancelled == [True]
-    del started
+    assert asyncio.run(main()) == ("not waiting", True)
 
 
 def test_calls_never_started_when_the_script_ends_first() -> None:

@@ -23,7 +23,7 @@ def _module_files(d: Path) -> list[Path]:
 
 def _wasm(answer: int) -> bytes:
     """A tiny module whose f() returns `answer`: compiles in milliseconds."""
-    return wasmtime.wat2wasm(f'(module (func (export "f") (result i32) i32.const {answer}))')
+    return bytes(wasmtime.wat2wasm(f'(module (func (export "f") (result i32) i32.const {answer}))'))
 
 
 def _answer(module: wasmtime.Module) -> int:

@@ -22,16 +22,17 @@ def test_many_threads_share_one_sandbox(sandbox: Sandbox) -> None:
 def test_python_threads_progress_while_wasm_runs() -> None:
     sb = Sandbox(limits=Limits(timeout_s=10))
     ticks = 0
-    stop = threading.Event()
+    counting, stop = threading.Event(), threading.Event()
 
     def count() -> None:
         nonlocal ticks
+        counting.set()
         while not stop.is_set():
             ticks += 1
 
     t = threading.Thread(target=count)
     t.start()
-    time.sleep(0.05)
+    assert counting.wait(10)
     before = ticks
     res = sb.run("let s = 0; for (let i = 0; i < 3e6; i++) s += i % 7; s")
     during = ticks - before
@@ -50,11 +51,16 @@ def test_timeouts_in_parallel_threads_are_each_enforced() -> None:
 
 
 def test_arun_cancellation_stops_the_script() -> None:
-    sb = Sandbox(limits=Limits(timeout_s=30))
+    spinning = asyncio.Event()
+
+    async def started() -> None:
+        spinning.set()
+
+    sb = Sandbox(bindings=[started], limits=Limits(timeout_s=30))
 
     async def main() -> float:
-        task = asyncio.create_task(sb.arun("while (true) {}"))
-        await asyncio.sleep(0.2)
+        task = asyncio.create_task(sb.arun("await tools.started(); while (true) {}"))
+        await asyncio.wait_for(spinning.wait(), 10)  # the script is in its loop
         t0 = time.monotonic()
         task.cancel()
         try:

@@ -112,7 +112,7 @@ def test_a_flooding_script_does_not_starve_another_sandbox() -> None:
 
     attacker = threading.Thread(target=attack)
     attacker.start()
-    durations = []
+    durations: list[float] = []
     while attacker.is_alive() and len(durations) < 100:
         t0 = time.monotonic()
         res = neighbour.run("await tools.one() + 1")

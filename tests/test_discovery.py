@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from clambot_tools import Policy, Sandbox, binding
+from clambot_tools import Binding, Policy, Sandbox, binding
 
 
-def _tool(i: int) -> object:
+def _tool(i: int) -> Binding:
     def run(order_id: str, amount_eur: float = 0.0) -> dict[str, float]:
         return {"amount_eur": amount_eur}
 

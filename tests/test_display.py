@@ -114,8 +114,7 @@ def test_any_value_is_shown() -> None:
 
 def test_logs_show_their_levels_in_order() -> None:
     logs = [
-        LogEntry(level=lvl, message=f"m-{lvl}")  # type: ignore[arg-type]
-        for lvl in ("log", "info", "warn", "error", "debug")
+        LogEntry(level=lvl, message=f"m-{lvl}") for lvl in ("log", "info", "warn", "error", "debug")
     ]
     res = result(1, logs=logs)
     text = run_result_text(res)
@@ -346,4 +345,4 @@ def test_any_text_stays_text(a: str, b: str) -> None:
 def test_run_result_reprs_use_these_renderings() -> None:
     res = result({"a": 1}, logs=[LogEntry(level="info", message="<hi>")])
     assert res._repr_html_() == run_result_html(res)
-    assert res._repr_markdown_() == run_result_markdown(res)  # type: ignore[attr-defined]
+    assert res._repr_markdown_() == run_result_markdown(res)

@@ -54,7 +54,8 @@ def ns(shell: InteractiveShell) -> Iterator[dict[str, Any]]:
 
 def run(shell: InteractiveShell, line: str, cell: str) -> tuple[ExecutionResult, CapturedIO]:
     with capture_output() as cap:
-        res = shell.run_cell(f"%%js_sandbox {line}\n{cell}", store_history=False)
+        # IPython is untyped
+        res = shell.run_cell(f"%%js_sandbox {line}\n{cell}", store_history=False)  # type: ignore[no-untyped-call]
     return res, cap
 
 
@@ -183,7 +184,7 @@ def test_a_bad_line_is_a_usage_error(
 
 
 def test_magic_help_shows_its_options(shell: InteractiveShell) -> None:
-    doc = shell.find_cell_magic("js_sandbox").__doc__
+    doc = shell.find_cell_magic("js_sandbox").__doc__  # type: ignore[no-untyped-call]
     assert doc is not None
     for opt in ("--timeout S", "--memory MB", "--bindings NAME1,NAME2", "--var NAME"):
         assert opt in doc
@@ -212,7 +213,7 @@ def test_shown_run_result_renders_with_its_code() -> None:
 )
 def test_load_ext_registers_the_magic(shell: InteractiveShell, ns: dict[str, Any]) -> None:
     shell.run_line_magic("load_ext", "clambot_tools")
-    assert shell.find_cell_magic("js_sandbox") is not None
+    assert shell.find_cell_magic("js_sandbox") is not None  # type: ignore[no-untyped-call]
     res, _ = run(shell, "--var r", "6 * 7")
     assert res.success and ns["r"].value == 42
 

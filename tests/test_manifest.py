@@ -9,12 +9,12 @@ import io
 import json
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from clambot_tools import Binding, Manifest, ManifestError, Sandbox, binding
-from clambot_tools._manifest import generate_key, sign, write_lock
+from clambot_tools._manifest import Drift, generate_key, sign, write_lock
 from clambot_tools.cli import main
 
 TOOLS_V1 = """
@@ -51,7 +51,9 @@ def _bindings(tmp_path: Path, name: str, source: str = TOOLS_V1) -> list[Binding
 def _drift(bindings: list[Any], lock: Path) -> list[tuple[str, str]]:
     with pytest.raises(ManifestError) as info:
         Sandbox(bindings=bindings, manifest=lock)
-    drift = [(d.binding, d.change) for d in info.value.drift]
+    drift: list[tuple[str, str]] = [
+        (d.binding, d.change) for d in cast("tuple[Drift, ...]", info.value.drift)
+    ]
     for b, change in drift:  # the message names each difference
         assert b in str(info.value) and change in str(info.value)
     return drift

@@ -312,7 +312,8 @@ def test_with_block_closes_the_session_the_server_and_its_thread() -> None:
         assert c.call("echo", {"text": "x"}) == "x"
     assert c.closed
     assert not alive(pid) and pid not in children()
-    assert set(mcp_threads()) == before
+    # no thread of its own is left (one of an earlier test may have ended meanwhile)
+    assert set(mcp_threads()) <= before
     with pytest.raises(MCPConnectionError, match="closed"):
         c.call("echo", {"text": "x"})
     res = Sandbox(bindings=[]).run("1")  # unrelated sandboxes are fine

@@ -54,13 +54,13 @@ class Hostile:
             m["id"]
             for m in self.received()
             if m.get("method") == "tools/call"
-            and isinstance(m.get("params"), dict)
-            and m["params"].get("name") == tool  # type: ignore[union-attr]
+            and isinstance(params := m.get("params"), dict)
+            and params.get("name") == tool
         ]
 
     def cancelled_ids(self) -> list[object]:
         return [
-            m["params"]["requestId"]  # type: ignore[index]
+            m["params"]["requestId"]
             for m in self.received()
             if m.get("method") == "notifications/cancelled"
         ]
@@ -260,6 +260,7 @@ def test_http_a_server_that_dies_mid_call_is_an_error_then_a_reconnect() -> None
             server.process.wait(30)
             down = sb.run("await tools.echo({text: 'x'})")
             assert down.error is not None and "cannot connect" in down.error.message
+            server.stop()  # it died: reap it and close its pipe
             server = HttpServer(port=server.port)  # the same endpoint, back again
             back = sb.run("await tools.echo({text: 'back'})")
             assert back.ok and back.value == "back", back.error

@@ -234,9 +234,10 @@ def _sdk_client_session(
     notes after it."""
     asked: list[str] = []
 
-    async def callback(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    async def callback(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         asked.append(params.message)
-        return await elicit(params)
+        result: types.ElicitResult = await elicit(params)
+        return result
 
     async def session() -> tuple[
         str, types.CallToolResult, types.CallToolResult, list[str], str | None

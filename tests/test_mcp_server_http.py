@@ -221,7 +221,7 @@ def test_an_approval_over_http_runs_the_write(server: HttpServer) -> None:
     c = Client(http(server.url, TOKEN))
     try:
         c.answer = accept()
-        assert value(c, "await tools.add_note({text: 'over http'})").endswith("notes")  # type: ignore[union-attr]
+        assert str(value(c, "await tools.add_note({text: 'over http'})")).endswith("notes")
         assert "tools.add_note" in c.asked[0]
         assert "over http" in value(c, "(await tools.notes()).result")  # type: ignore[operator]
     finally:
@@ -241,12 +241,12 @@ def test_a_2026_client_over_http_runs_fresh_and_approves_in_rounds(server: HttpS
     session keeps globals, even with --sessions), approvals as InputRequiredResult
     rounds on separate HTTP requests."""
     from mcp import Client as SdkClient
-    from mcp_types import ElicitRequestParams, ElicitResult
+    from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult
 
-    async def approve(ctx: object, params: ElicitRequestParams) -> ElicitResult:
+    async def approve(context: object, params: ElicitRequestParams) -> ElicitResult:
         return ElicitResult(action="accept", content={"allow": True})
 
-    async def session() -> tuple[str, object, object, object, str | None]:
+    async def session() -> tuple[str, CallToolResult, CallToolResult, CallToolResult, str | None]:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx2.AsyncClient(headers=headers, timeout=PATIENCE_S) as http_client:
             transport = streamable_http_client(server.url, http_client=http_client)
@@ -262,6 +262,6 @@ def test_a_2026_client_over_http_runs_fresh_and_approves_in_rounds(server: HttpS
     desc, first, second, write, version = anyio.run(session)
     assert version == "2026-07-28"
     assert "Each run starts fresh" in desc and "(needs approval)" in desc
-    assert first.structured_content["value"] == 1  # type: ignore[attr-defined]
-    assert second.structured_content["value"] == "undefined"  # type: ignore[attr-defined]
+    assert first.structured_content["value"] == 1
+    assert second.structured_content["value"] == "undefined"
     assert write.is_error is False, write

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -102,14 +103,17 @@ def test_read_bindings_need_no_approval() -> None:
 def test_approval_time_counts_against_the_deadline() -> None:
     saved: list[str] = []
 
+    returned = threading.Event()
+
     def slow_human(req: ApprovalRequest) -> bool:
-        time.sleep(1.0)
+        returned.wait(30)  # answers only once the run has returned
         return True
 
     sb = Sandbox(
         bindings=[_writer(saved)], policy=Policy(approve=slow_human), limits=Limits(timeout_s=0.3)
     )
     res = sb.run("await tools.save({text: 'late'})")
+    returned.set()
     assert res.error is not None and res.error.kind == "timeout"
 
 
@@ -221,6 +225,11 @@ def test_the_request_names_the_exact_call() -> None:
     assert len({a1.request_id, a2.request_id, b.request_id}) == 3
     # the same call of the same script asks with the same id when the script runs again
     again: list[ApprovalRequest] = []
-    sb2 = Sandbox(bindings=[_writer([])], policy=Policy(approve=lambda r: again.append(r) or True))
+
+    def note_and_allow(request: ApprovalRequest) -> bool:
+        again.append(request)
+        return True
+
+    sb2 = Sandbox(bindings=[_writer([])], policy=Policy(approve=note_and_allow))
     assert sb2.run(code).ok
     assert [r.request_id for r in again] == [r.request_id for r in seen]

@@ -28,6 +28,22 @@ from clambot_tools import (
 )
 
 
+class Audit:
+    """A Sandbox's audit log in memory, with an event set by each call's final record."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.call_recorded = threading.Event()
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if record["event"] == "call":
+            self.call_recorded.set()
+
+    def calls(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["event"] == "call"]
+
+
 class Outbox:
     """An 'email' tool that records every mail it really sends."""
 
@@ -73,7 +89,7 @@ def test_cancelling_arun_cancels_its_calls_and_nothing_runs_afterwards() -> None
             await task
         # cancellation has returned: the pending call was cancelled, nothing else runs
         assert slow_cancelled == [True]
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a window in which a stray email would show itself
 
     asyncio.run(main())
     assert outbox.sent == []
@@ -85,9 +101,10 @@ def test_cancelling_arun_cancels_its_calls_and_nothing_runs_afterwards() -> None
 
 def test_cancelling_arun_drops_queued_calls() -> None:
     outbox = Outbox()
-    gate = threading.Event()
+    gate, busy_started = threading.Event(), threading.Event()
 
     def busy() -> str:
+        busy_started.set()
         gate.wait(30)
         return "ok"
 
@@ -99,12 +116,13 @@ def test_cancelling_arun_drops_queued_calls() -> None:
 
     async def main() -> None:
         task = asyncio.create_task(sb.arun(code))
-        await asyncio.sleep(0.3)  # the busy call holds the run's only slot
+        # the busy call holds the run's only slot
+        assert await asyncio.to_thread(busy_started.wait, 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         gate.set()
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a window in which the dropped email would show itself
 
     asyncio.run(main())
     assert outbox.sent == []  # it was queued behind the cap: dropped, never started
@@ -114,17 +132,20 @@ def test_ctrl_c_stops_a_cpu_bound_run_promptly(tmp_path: Path) -> None:
     script = """
 import json, os, signal, sys, threading, time
 from clambot_tools import Limits, Sandbox
-sb = Sandbox(limits=Limits(timeout_s=60))
+spinning = threading.Event()
+async def started():  # async: the run stays on this (the main) thread
+    spinning.set()
+sb = Sandbox(bindings=[started], limits=Limits(timeout_s=60))
 sb.run("1 + 1")
 sent = []
 def interrupt():
-    time.sleep(0.5)
+    spinning.wait(30)
     sent.append(time.monotonic())
     os.kill(os.getpid(), signal.SIGINT)
 threading.Thread(target=interrupt, daemon=True).start()
 t0 = time.monotonic()
 try:
-    sb.run("for (;;) {}")
+    sb.run("await tools.started(); for (;;) {}")
     print(json.dumps({"raised": None}))
 except KeyboardInterrupt:
     print(json.dumps({"raised": "KeyboardInterrupt", "after_s": time.monotonic() - sent[0]}))
@@ -148,10 +169,11 @@ print(json.dumps({"still_works": sb.run("2 + 2").value}))
 def test_ctrl_c_while_waiting_for_a_sync_tool_raises_and_cancels() -> None:
     # In a sync run with sync bindings the caller waits for a package thread; a
     # KeyboardInterrupt there (delivered here by hand) cancels the run and propagates.
-    gate = threading.Event()
+    gate, waiting = threading.Event(), threading.Event()
     sent: list[str] = []
 
     def wait() -> str:
+        waiting.set()
         gate.wait(30)
         return "ok"
 
@@ -163,22 +185,22 @@ def test_ctrl_c_while_waiting_for_a_sync_tool_raises_and_cancels() -> None:
     main_thread = threading.get_ident()
 
     def interrupt() -> None:
-        time.sleep(0.3)
+        waiting.wait(30)  # the caller is inside run(), its run waiting for the tool
         signal.pthread_kill(main_thread, signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         sb.run("await tools.wait(); await tools.send({to: 'x'})")
     gate.set()
-    time.sleep(0.2)
+    time.sleep(0.2)  # a window in which a stray send would show itself
     assert sent == []
     assert sb.run("1 + 1").value == 2
 
 
 def test_a_late_approval_never_runs_the_write() -> None:
     refunds: list[str] = []
-    records: list[dict[str, Any]] = []
-    answered = threading.Event()
+    audit = Audit()
+    returned = threading.Event()
 
     @binding(effects=("write",))
     def refund(order_id: str) -> str:
@@ -186,22 +208,22 @@ def test_a_late_approval_never_runs_the_write() -> None:
         return "refunded"
 
     def slow_human(req: ApprovalRequest) -> Approval:
-        time.sleep(1.0)  # answers after the run's 0.3 s limit
-        answered.set()
+        returned.wait(30)  # answers once the run has returned (at its 0.3 s limit)
         return Approval.ALLOW_ONCE
 
     sb = Sandbox(
         bindings=[refund],
         policy=Policy(approve=slow_human),
         limits=Limits(timeout_s=0.3),
-        audit=records.append,
+        audit=audit,
     )
     res = sb.run("await tools.refund({order_id: 'A1'})")
+    returned.set()
     assert res.error is not None and res.error.kind == "timeout"
-    assert answered.wait(10)
-    time.sleep(0.3)  # the approver's thread would run the refund now, if it could
+    # the approver's thread decides what to do with the answer, then records the call
+    assert audit.call_recorded.wait(10)
     assert refunds == []
-    (call,) = [r for r in records if r["event"] == "call"]
+    (call,) = audit.calls()
     assert (call["decision"], call["outcome"]) == ("approved", "expired")
 
 
@@ -213,16 +235,23 @@ def test_a_late_async_approval_never_runs_the_write() -> None:
         refunds.append(order_id)
         return "refunded"
 
+    returned, approver_done = asyncio.Event(), asyncio.Event()
+
     async def slow_human(req: ApprovalRequest) -> Approval:
-        await asyncio.sleep(1.0)
-        return Approval.ALLOW_ONCE
+        try:
+            await returned.wait()  # answers once the run has returned, if it still can
+            return Approval.ALLOW_ONCE
+        finally:
+            approver_done.set()
 
     sb = Sandbox(bindings=[refund], policy=Policy(approve=slow_human), limits=Limits(timeout_s=0.3))
 
     async def main() -> None:
         res = await sb.arun("await tools.refund({order_id: 'A1'})")
+        returned.set()
         assert res.error is not None and res.error.kind == "timeout"
-        await asyncio.sleep(1.2)
+        await asyncio.wait_for(approver_done.wait(), 10)  # cancelled, or answered late
+        await asyncio.sleep(0.2)  # a window in which a refund would show itself
 
     asyncio.run(main())
     assert refunds == []
@@ -235,16 +264,19 @@ def test_no_retry_starts_after_the_run_ended() -> None:
         attempts.append(time.monotonic())
         raise TransientError("busy")
 
+    audit = Audit()
     sb = Sandbox(
         bindings=[flaky],
         policy=Policy(retry_attempts=10, retry_backoff_s=0.4, retry_max_backoff_s=0.4),
         limits=Limits(timeout_s=0.5),
+        audit=audit,
     )
     t0 = time.monotonic()
     res = sb.run("await tools.flaky()")
     ended = time.monotonic()
     assert res.error is not None and res.error.kind == "timeout"
-    time.sleep(1.0)
+    # the call's record is written when its retrying stops: no attempt can follow it
+    assert audit.call_recorded.wait(10)
     assert attempts and all(t <= ended for t in attempts), [t - t0 for t in attempts]
 
 
@@ -266,28 +298,22 @@ def test_an_approver_that_raises_is_audited_as_such() -> None:
 
 
 def test_a_sync_call_still_running_at_the_end_is_recorded_when_it_finishes() -> None:
-    records: list[dict[str, Any]] = []
+    audit = Audit()
     release = threading.Event()
-    finished = threading.Event()
 
     def stubborn() -> str:  # ignores cancellation: Python cannot stop it
         release.wait(30)
-        finished.set()
         return "done"
 
-    sb = Sandbox(bindings=[stubborn], limits=Limits(timeout_s=0.3), audit=records.append)
+    sb = Sandbox(bindings=[stubborn], limits=Limits(timeout_s=0.3), audit=audit)
     res = sb.run("await tools.stubborn()")
     assert res.error is not None and res.error.kind == "timeout"
-    running = [r for r in records if r["event"] == "call_running"]
+    running = [r for r in audit.records if r["event"] == "call_running"]
     assert [r["binding"] for r in running] == ["stubborn"]
+    assert audit.calls() == []
     release.set()
-    assert finished.wait(10)
-    for _ in range(100):
-        late = [r for r in records if r["event"] == "call"]
-        if late:
-            break
-        time.sleep(0.01)
-    (call,) = late
+    assert audit.call_recorded.wait(10)
+    (call,) = audit.calls()
     assert (call["outcome"], call.get("after_run")) == ("ok", True)
 
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, unquote_plus, urlsplit
@@ -63,7 +63,7 @@ class Handler(BaseHTTPRequestHandler):
     def _handle(self, body: bytes) -> None:
         url = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        port = int(self.server.server_address[1])  # type: ignore[index]
+        port = int(self.server.server_address[1])
         SEEN.append(
             {
                 "port": port,
@@ -72,93 +72,115 @@ class Handler(BaseHTTPRequestHandler):
                 "headers": dict(self.headers.items()),
             }
         )
-        if url.path == "/hello":
-            self._reply(200, b"hello world", "text/plain; charset=utf-8")
-        elif url.path == "/headers":  # echoes the request headers, secrets included
-            self._reply(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
-        elif url.path == "/echo":
-            self._reply(
-                201,
-                json.dumps(
-                    {
-                        "method": self.command,
-                        "body": body.decode(),
-                        "type": self.headers.get("Content-Type"),
-                    }
-                ).encode(),
-                "application/json",
-            )
-        elif url.path == "/redirect":
-            self.send_response(int(query.get("status", "302")))
-            self.send_header("Location", query["to"])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif url.path == "/reflect":  # a careless server: the key ends up in a URL
-            self.send_response(302)
-            self.send_header("Location", f"/reflect?k={self.headers.get('X-Api-Key')}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        elif url.path == "/big":
-            self._reply(200, b"x" * int(query["n"]), "text/plain")
-        elif url.path == "/stream":  # no Content-Length: only reading can find the size
-            self.send_response(200)
-            self.send_header("Connection", "close")
-            self.end_headers()
-            for _ in range(int(query["chunks"])):
-                self.wfile.write(b"y" * 1000)
-            self.close_connection = True
-        elif url.path == "/bomb":
-            self.send_response(200)
-            payload = gzip.compress(b"\0" * (8 << 20))
-            self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        elif url.path == "/gzip":
-            payload = gzip.compress(b"zipped text")
-            self.send_response(200)
-            self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        elif url.path == "/slow":
-            time.sleep(1.0)
-            self._reply(200, b"late", "text/plain")
-        elif url.path == "/hang":  # never answers; notes when the client hangs up
-            while not RELEASE.is_set():
-                if select.select([self.connection], [], [], 0.05)[0]:
-                    if not self.connection.recv(1, socket.MSG_PEEK):
-                        HANGUPS.append(time.monotonic())
-                        break
-            self.close_connection = True
-        elif url.path == "/encoded":  # echoes the X-Api-Key header in the form asked for
-            key = self.headers.get("X-Api-Key", "")
-            forms = {
-                "plain": key,
-                "upper": key.upper(),
-                "percent": quote(key, safe=""),
-                "percent-lower": quote(key, safe="").lower(),
-                "query": f"token={quote(key)}&x=1",
-                "base64": base64.b64encode(f"user:{key}".encode()).decode(),
-                "base64-offset": base64.b64encode(f"ab{key}cd".encode()).decode(),
-                "base64url": base64.urlsafe_b64encode(f"k={key}".encode()).decode(),
-                "hex": key.encode().hex(),
-                "json": json.dumps({"key": key}),
-                "json-escaped": "".join(f"\\u{ord(c):04x}" for c in key),
-                "js-escaped": "".join(f"\\x{ord(c):02X}" for c in key),
-                "html": html.escape(key),
-                "html-decimal": "".join(f"&#{ord(c)};" for c in key),
-                "html-hex": "".join(f"&#x{ord(c):x};" for c in key),
-                "mixed": "".join(
-                    c if i % 3 == 0 else f"%{ord(c):02x}" if i % 3 == 1 else f"&#{ord(c)};"
-                    for i, c in enumerate(key)
-                ),
-            }
-            self._reply(200, forms[query["form"]].encode(), "text/plain; charset=utf-8")
-        elif url.path == "/charset":  # a server that names a charset Python decodes slowly
-            self._reply(200, b"abc" * 100_000, f"text/plain; charset={query['name']}")
-        else:
+        route = getattr(self, "_route_" + url.path.strip("/"), None)  # /hello: _route_hello
+        if route is None:
             self._reply(404, b"not found", "text/plain")
+        else:
+            route(query, body)
+
+    def _route_hello(self, query: dict[str, str], body: bytes) -> None:
+        self._reply(200, b"hello world", "text/plain; charset=utf-8")
+
+    def _route_headers(self, query: dict[str, str], body: bytes) -> None:
+        # echoes the request headers, secrets included
+        self._reply(200, json.dumps(dict(self.headers.items())).encode(), "application/json")
+
+    def _route_echo(self, query: dict[str, str], body: bytes) -> None:
+        self._reply(
+            201,
+            json.dumps(
+                {
+                    "method": self.command,
+                    "body": body.decode(),
+                    "type": self.headers.get("Content-Type"),
+                }
+            ).encode(),
+            "application/json",
+        )
+
+    def _route_redirect(self, query: dict[str, str], body: bytes) -> None:
+        self.send_response(int(query.get("status", "302")))
+        self.send_header("Location", query["to"])
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _route_reflect(self, query: dict[str, str], body: bytes) -> None:
+        # a careless server: the key ends up in a URL
+        self.send_response(302)
+        self.send_header("Location", f"/reflect?k={self.headers.get('X-Api-Key')}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _route_big(self, query: dict[str, str], body: bytes) -> None:
+        self._reply(200, b"x" * int(query["n"]), "text/plain")
+
+    def _route_stream(self, query: dict[str, str], body: bytes) -> None:
+        # no Content-Length: only reading can find the size
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for _ in range(int(query["chunks"])):
+            self.wfile.write(b"y" * 1000)
+        self.close_connection = True
+
+    def _route_bomb(self, query: dict[str, str], body: bytes) -> None:
+        self.send_response(200)
+        payload = gzip.compress(b"\0" * (8 << 20))
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _route_gzip(self, query: dict[str, str], body: bytes) -> None:
+        payload = gzip.compress(b"zipped text")
+        self.send_response(200)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _route_slow(self, query: dict[str, str], body: bytes) -> None:
+        time.sleep(1.0)
+        self._reply(200, b"late", "text/plain")
+
+    def _route_hang(self, query: dict[str, str], body: bytes) -> None:
+        # never answers; notes when the client hangs up
+        while not RELEASE.is_set():
+            if select.select([self.connection], [], [], 0.05)[0]:
+                if not self.connection.recv(1, socket.MSG_PEEK):
+                    HANGUPS.append(time.monotonic())
+                    break
+        self.close_connection = True
+
+    def _route_encoded(self, query: dict[str, str], body: bytes) -> None:
+        # echoes the X-Api-Key header in the form asked for
+        key = self.headers.get("X-Api-Key", "")
+        forms = {
+            "plain": key,
+            "upper": key.upper(),
+            "percent": quote(key, safe=""),
+            "percent-lower": quote(key, safe="").lower(),
+            "query": f"token={quote(key)}&x=1",
+            "base64": base64.b64encode(f"user:{key}".encode()).decode(),
+            "base64-offset": base64.b64encode(f"ab{key}cd".encode()).decode(),
+            "base64url": base64.urlsafe_b64encode(f"k={key}".encode()).decode(),
+            "hex": key.encode().hex(),
+            "json": json.dumps({"key": key}),
+            "json-escaped": "".join(f"\\u{ord(c):04x}" for c in key),
+            "js-escaped": "".join(f"\\x{ord(c):02X}" for c in key),
+            "html": html.escape(key),
+            "html-decimal": "".join(f"&#{ord(c)};" for c in key),
+            "html-hex": "".join(f"&#x{ord(c):x};" for c in key),
+            "mixed": "".join(
+                c if i % 3 == 0 else f"%{ord(c):02x}" if i % 3 == 1 else f"&#{ord(c)};"
+                for i, c in enumerate(key)
+            ),
+        }
+        self._reply(200, forms[query["form"]].encode(), "text/plain; charset=utf-8")
+
+    def _route_charset(self, query: dict[str, str], body: bytes) -> None:
+        # a server that names a charset Python decodes slowly
+        self._reply(200, b"abc" * 100_000, f"text/plain; charset={query['name']}")
 
     def _reply(self, status: int, body: bytes, ctype: str) -> None:
         self.send_response(status)
@@ -193,10 +215,14 @@ class TLSServer(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         try:
-            request = self.context.wrap_socket(request, server_side=True)
+            tls_request = self.context.wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return
-        super().finish_request(request, client_address)
+        try:
+            super().finish_request(tls_request, client_address)
+        finally:
+            # the TLS socket took over the connection: the server closes only the plain one
+            self.shutdown_request(tls_request)
 
 
 @pytest.fixture(scope="module")
@@ -615,10 +641,11 @@ FORMS = [
 def recovers_tricky(text: str) -> bool:
     """Whether TRICKY can be read back from `text` by undoing a common encoding."""
     candidates = [text, unquote_plus(text), html.unescape(text), html.unescape(unquote(text))]
-    for decode in (
+    decoders: list[Callable[[str], str]] = [
         lambda t: codecs.decode(t, "unicode_escape"),
         lambda t: bytes.fromhex(t).decode("latin-1"),
-    ):
+    ]
+    for decode in decoders:
         try:
             candidates.append(decode(text))
         except ValueError:

@@ -169,7 +169,8 @@ throw new Error(r.echo)"""
     assert attrs["clambot.run.binding_calls"] == 2
     assert attrs["clambot.code.sha256"] == hashlib.sha256(code.encode()).hexdigest()
     assert attrs["clambot.run.memory_bytes"] == res.stats.memory_bytes
-    assert 0 < attrs["clambot.run.duration_ms"] <= res.stats.duration_ms + 1
+    duration = attrs["clambot.run.duration_ms"]
+    assert isinstance(duration, float) and 0 < duration <= res.stats.duration_ms + 1
     assert run.status.status_code == trace.StatusCode.ERROR
 
     ok = otel.one("execute_tool lookup")
@@ -291,7 +292,7 @@ def test_metrics_count_runs_by_outcome_with_duration_and_memory(otel: Capture) -
     memory = {a["clambot.run.outcome"]: p for a, p in otel.points("clambot.run.memory")}
     assert memory["ok"].count == 2 and memory["runtime"].count == 1
     assert 100_000 < memory["ok"].max < 16 << 20
-    outcomes = [s.attributes["clambot.run.outcome"] for s in otel.named("clambot.run")]
+    outcomes = [str(s.attributes["clambot.run.outcome"]) for s in otel.named("clambot.run")]
     assert sorted(outcomes) == ["memory", "ok", "ok", "runtime", "timeout"]
 
 
@@ -426,9 +427,9 @@ def test_the_quick_provider_check_agrees_with_opentelemetrys_getters(otel: Captu
 
     assert _telemetry._tracer_provider() is trace.get_tracer_provider() is otel.tracer_provider
     assert _telemetry._meter_provider() is metrics.get_meter_provider() is otel.meter_provider
-    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER = None
     try:
         assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
         assert _telemetry._tracer_provider() is None
     finally:
-        trace._TRACER_PROVIDER = otel.tracer_provider  # type: ignore[attr-defined]
+        trace._TRACER_PROVIDER = otel.tracer_provider

@@ -726,50 +726,39 @@ class _Root:
                 last = not pending
                 if last and not follow_last:
                     return stack.pop(), name
-                try:
-                    st: os.stat_result | None = os.stat(
-                        name, dir_fd=stack[-1], follow_symlinks=False
-                    )
-                except FileNotFoundError:
-                    if last:
-                        return stack.pop(), name
-                    if not make_dirs:
-                        raise ToolError(f"no such file or directory: {shown!r}") from None
-                    _check_time()
-                    try:
-                        os.mkdir(name, 0o777, dir_fd=stack[-1])
-                    except FileExistsError:
-                        pass  # made meanwhile; the open below checks what it is
-                    st = None
+                st = _entry(shown, stack[-1], name, last=last, make_dirs=make_dirs)
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     links += 1
                     if links > _MAX_SYMLINKS:
                         raise ToolError(f"{shown!r}: too many levels of symbolic links")
-                    target = os.readlink(name, dir_fd=stack[-1])
-                    if target.startswith("/"):
-                        below = self._below_root(target)
-                        if below is None:
-                            raise _escape(shown)
-                        while len(stack) > 1:
-                            os.close(stack.pop())
-                        target = below
+                    target = self._link_target(shown, stack, name)
                     pending.extendleft(reversed(target.split("/")))
                     continue
                 if last:
                     return stack.pop(), name
-                # O_NOFOLLOW: if the entry became a symlink since the stat, this fails
-                try:
-                    stack.append(os.open(name, _DIR_FLAGS, dir_fd=stack[-1]))
-                except OSError as exc:
-                    if exc.errno == errno.ENOTDIR and _is_symlink(name, stack[-1]):
-                        raise ToolError(_ERRNO_MESSAGES[errno.ELOOP].format(path=shown)) from None
-                    raise
+                stack.append(_open_subdir(shown, stack[-1], name))
                 # checked once open: a bind mount or a swap cannot slip past it
                 self.cache.check_dir(stack[-1], shown)
             return stack.pop(), ""
         finally:
             for fd in stack:
                 os.close(fd)
+
+    def _link_target(self, shown: str, stack: list[int], name: str) -> str:
+        """The target of symlink `name` in ``stack[-1]``, relative to the top of `stack`.
+
+        An absolute target is taken relative to the root, and `stack` is closed down to
+        the root's descriptor. Raises ToolError if the target is outside the root.
+        """
+        target = os.readlink(name, dir_fd=stack[-1])
+        if target.startswith("/"):
+            below = self._below_root(target)
+            if below is None:
+                raise _escape(shown)
+            while len(stack) > 1:
+                os.close(stack.pop())
+            target = below
+        return target
 
     def _below_root(self, target: str) -> str | None:
         """The part of absolute `target` below the root, or None if it is not below."""
@@ -779,6 +768,43 @@ class _Root:
         if target.startswith(base + "/"):
             return target[len(base) + 1 :]
         return None
+
+
+def _entry(
+    shown: str, dfd: int, name: str, *, last: bool, make_dirs: bool
+) -> os.stat_result | None:
+    """The lstat of `name` in directory `dfd`, or None if it does not exist.
+
+    A missing intermediate directory is made with `make_dirs` (then None too: the caller
+    opens it), else it raises ToolError.
+    """
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        if last:
+            return None
+        if not make_dirs:
+            raise ToolError(f"no such file or directory: {shown!r}") from None
+    _check_time()
+    try:
+        os.mkdir(name, 0o777, dir_fd=dfd)
+    except FileExistsError:
+        pass  # made meanwhile; the open that follows checks what it is
+    return None
+
+
+def _open_subdir(shown: str, dfd: int, name: str) -> int:
+    """An open descriptor of directory `name` in `dfd`, never through a symlink.
+
+    Raises ToolError if `name` became a symlink since it was looked at; OSError else.
+    """
+    # O_NOFOLLOW: if the entry became a symlink since the stat, this fails
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR and _is_symlink(name, dfd):
+            raise ToolError(_ERRNO_MESSAGES[errno.ELOOP].format(path=shown)) from None
+        raise
 
 
 def _check_time() -> None:

@@ -15,15 +15,26 @@ from ._approval import ApprovalInterrupt, langgraph_interrupt_approver
 from ._sessions import JSSessionRecord, JSSessionState, merge_js_approvals, merge_js_sessions
 from ._tool import SandboxedJSInput, SandboxedJSTool, SandboxToolError
 
+#: this distribution's version (langchain-clambot), as in its metadata
+__version__ = "0.1.0"
+
 if TYPE_CHECKING:
     from ._middleware import JSSessionMiddleware
 
 
 def __getattr__(name: str) -> Any:
-    """`JSSessionMiddleware` is imported when first used (it needs ``langchain``)."""
+    """`JSSessionMiddleware` is imported when first used: it needs ``langchain``, the
+    ``agents`` extra. Raises ImportError saying so when that is not installed."""
     if name == "JSSessionMiddleware":
-        from ._middleware import JSSessionMiddleware
-
+        try:
+            from ._middleware import JSSessionMiddleware
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "langchain":
+                raise
+            raise ImportError(
+                "JSSessionMiddleware needs the langchain package: "
+                "pip install 'langchain-clambot[agents]'"
+            ) from exc
         return JSSessionMiddleware
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -24,8 +24,8 @@ from opentelemetry.util._once import Once
 def _reset_globals() -> None:
     """Unset the global providers (OpenTelemetry sets them once per process; its own
     test utilities reset them the same way)."""
-    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
-    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
     metrics_internal._METER_PROVIDER_SET_ONCE = Once()
     metrics_internal._METER_PROVIDER = None
 

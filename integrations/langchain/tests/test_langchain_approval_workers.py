@@ -68,7 +68,7 @@ def resumed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[tuple[str
     try:
         saver = SqliteSaver(conn)
         first: dict[tuple[str, str], list[tuple[str, Any]]] = {}
-        jobs = []
+        jobs: list[dict[str, Any]] = []
         for pattern, shape in SCENARIOS:
             log = tmp / f"{pattern}-{shape}.jsonl"
             calls = SHAPES[shape]

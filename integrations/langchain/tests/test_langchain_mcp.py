@@ -39,13 +39,13 @@ def run_agent(js: SandboxedJSTool, *, use_async: bool = False) -> list[Any]:
         AIMessage(content="23.5 °C in Paris; noted."),
     )
     agent = create_agent(model, [js])
-    question = {"messages": [HumanMessage("Weather in Paris, and note it?")]}
+    question = HumanMessage("Weather in Paris, and note it?")
     if use_async:
         import asyncio
 
-        out = asyncio.run(agent.ainvoke(question))
+        out = asyncio.run(agent.ainvoke({"messages": [question]}))
     else:
-        out = agent.invoke(question)
+        out = agent.invoke({"messages": [question]})
     messages: list[Any] = out["messages"]
     return messages
 

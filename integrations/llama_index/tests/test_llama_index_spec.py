@@ -364,7 +364,7 @@ def test_pydantic_results_and_arguments_cross_as_json() -> None:
     def search(where: Filter, limit: int = 3) -> list[Weather]:
         """Search the weather."""
         received.append((where, limit))
-        return [Weather(city=where["city"], temp_c=21.5)]  # type: ignore[index]
+        return [Weather(city=where["city"], temp_c=21.5)]
 
     spec = ClamBotToolSpec([FunctionTool.from_defaults(search)])
     out = the_tool(spec).call(code="await tools.search({where: {city: 'Rome'}})")

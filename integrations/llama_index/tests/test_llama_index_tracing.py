@@ -61,7 +61,8 @@ def _run_agent() -> tuple[str, list[Any]]:
     async def main() -> tuple[str, list[Any]]:
         handler = agent.run(user_msg="How much is order A-17 in dollars?")
         events = [ev async for ev in handler.stream_events()]
-        return str((await handler).response.content), events
+        result: Any = await handler
+        return str(result.response.content), events
 
     answer, events = asyncio.run(main())
     assert script.done

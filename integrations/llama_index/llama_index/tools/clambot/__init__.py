@@ -18,6 +18,9 @@ from .base import (
 from .formatting import DEFAULT_MAX_CHARS, cap, format_run_result, strip_code_fences
 from .tracing import ScriptToolCall, ScriptToolCallResult
 
+#: this distribution's version (llama-index-tools-clambot), as in its metadata
+__version__ = "0.1.0"
+
 __all__ = [
     "DEFAULT_MAX_CHARS",
     "TOOL_NAME",
