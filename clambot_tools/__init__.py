@@ -13,6 +13,7 @@ from typing import Any
 
 from ._audit import AuditLog
 from ._bindings import Binding, Effect, binding
+from ._bytecode import BytecodeCache, CacheStats
 from ._context import CallContext, current_call
 from ._errors import (
     ClamBotError,
@@ -20,6 +21,8 @@ from ._errors import (
     ErrorKind,
     GuestUnavailableError,
     ManifestError,
+    ScriptArgumentsError,
+    ScriptError,
     SessionClosedError,
     SnapshotError,
     TransientError,
@@ -32,6 +35,7 @@ from ._sandbox import Sandbox
 from ._session import Session
 from ._shapes import ResultShapes
 from ._snapshot import local_snapshot_key
+from .scripts import SavedScript, ScriptLibrary
 
 
 def __getattr__(name: str) -> Any:
@@ -54,6 +58,8 @@ __all__ = [
     "Approver",
     "AuditLog",
     "Binding",
+    "BytecodeCache",
+    "CacheStats",
     "CallContext",
     "ClamBotError",
     "ConfigError",
@@ -70,6 +76,10 @@ __all__ = [
     "RunResult",
     "RunStats",
     "Sandbox",
+    "SavedScript",
+    "ScriptArgumentsError",
+    "ScriptError",
+    "ScriptLibrary",
     "Session",
     "SessionClosedError",
     "SnapshotError",
