@@ -57,6 +57,7 @@ __all__ = [
     "ScriptLibrary",
     "ScriptStore",
     "content_version",
+    "failure_text",
     "saved_script_tools",
 ]
 
@@ -858,3 +859,22 @@ def saved_script_tools(
             )
         )
     return tools
+
+
+def failure_text(name: str, result: RunResult, *, max_log_chars: int = 2000) -> str:
+    """What a model reads of a saved script's failed run: the error, the console output
+    before it, and that the script is not the model's to fix (no code frame: the model
+    did not write it). Always encodes; never raises."""
+    from .render import cap, visible
+
+    err = result.error
+    if err is None:
+        return f"Error: the saved script {name} failed without an error record."
+    lines = [visible(f"Error ({err.kind}): {err.name}: {cap(err.message, 1000)}")]
+    if result.logs:
+        text = "\n".join(
+            e.message if e.level == "log" else f"[{e.level}] {e.message}" for e in result.logs
+        )
+        lines.append("Console output before the error:\n" + visible(cap(text, max_log_chars)))
+    lines.append(f"The saved script {name} failed with these arguments; do not retry it unchanged.")
+    return "\n".join(lines)
