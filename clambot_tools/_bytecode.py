@@ -226,9 +226,10 @@ class ScriptStart:
         if kept is not None:
             out = guest.load(names, kept, *limits)
         else:
-            pristine = guest.pristine  # bytecode of an instance that ran scripts is not kept
-            out = guest.compile(names, code, *limits)
-            if out.state == State.READY and cache is not None and pristine:
+            # bytecode of an instance that ran scripts is not kept
+            keep = cache is not None and guest.pristine
+            out = guest.compile(names, code, *limits, keep=keep)
+            if out.state == State.READY and keep and cache is not None:
                 cache._put(self.build, self.code_sha256, out.payload)
         if out.state != State.READY:
             return out

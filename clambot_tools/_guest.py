@@ -408,12 +408,22 @@ class Guest:
         )
 
     def compile(
-        self, names: bytes, code: bytes, mem_limit: int, result_cap: int, stack: int, seed: int
+        self,
+        names: bytes,
+        code: bytes,
+        mem_limit: int,
+        result_cap: int,
+        stack: int,
+        seed: int,
+        *,
+        keep: bool = True,
     ) -> Outcome:
         """The first half of `eval`: prepare the run and compile `code`. READY with the
-        script's bytecode as the payload (empty if the guest could not write it), or
-        ERROR (a syntax error, say). `start` runs it."""
-        return self._prepare("cb_compile", names, code, mem_limit, result_cap, stack, seed)
+        script's bytecode as the payload when `keep` (empty if the guest could not write
+        it), or ERROR (a syntax error, say). `start` runs it."""
+        return self._prepare(
+            "cb_compile", names, code, mem_limit, result_cap, stack, seed, int(keep)
+        )
 
     def load(
         self, names: bytes, bytecode: bytes, mem_limit: int, result_cap: int, stack: int, seed: int
@@ -431,12 +441,15 @@ class Guest:
         result_cap: int,
         stack: int,
         seed: int,
+        *more: int,
     ) -> Outcome:
         buf = self.call("cb_alloc", len(names) + len(data) + 1, quick=True)
         if not buf:
             raise GuestTrap("memory", "no room for the script in guest memory")
         self.write(buf, names + data + b"\0")
-        state = self.call(export, buf, len(names), len(data), mem_limit, result_cap, stack, seed)
+        state = self.call(
+            export, buf, len(names), len(data), mem_limit, result_cap, stack, seed, *more
+        )
         self.call("cb_free", buf, quick=True)
         return self.outcome(state)
 

@@ -70,6 +70,7 @@ def syntax_error(source: str) -> str | None:
                 limits.max_result_bytes,
                 limits.stack_kb * 1024,
                 1,
+                keep=False,
             )
     except GuestTrap as exc:
         return f"it could not be compiled ({exc.kind})"

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -245,6 +246,11 @@ class ScriptStore(Protocol):
 
         Raises ScriptError if a stored version was changed after it was saved."""
 
+    def version(self, name: str, number: int | None = None) -> SavedScript | None:
+        """Version `number` of `name` (None: the latest), or None if there is none.
+
+        Raises ScriptError if it was changed after it was saved."""
+
     def add(self, script: SavedScript) -> SavedScript:
         """Store `script` as a new version (``number`` 0: the next number) and return
         it as stored; a version with the same content is not stored twice (the stored
@@ -270,6 +276,10 @@ class DirectoryStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        #: versions read and checked, by path, with the file's identity when read: a
+        #: file whose inode, size or change times differ is read and checked again
+        self._seen: dict[Path, tuple[tuple[int, ...], SavedScript]] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DirectoryStore({str(self.root)!r})"
@@ -301,14 +311,38 @@ class DirectoryStore:
             return []
         return [self._read(name, n) for n in self._numbers(name)]
 
+    def version(self, name: str, number: int | None = None) -> SavedScript | None:
+        if not NAME_RE.match(name):
+            return None
+        numbers = self._numbers(name)
+        if number is None:
+            return self._read(name, numbers[-1]) if numbers else None
+        return self._read(name, number) if number in numbers else None
+
     def _read(self, name: str, number: int) -> SavedScript:
         path = self.root / name / f"v{number}.js"
         try:
+            seen = _identity(os.stat(path, follow_symlinks=False))
+        except OSError as exc:
+            raise ScriptError(f"cannot read {path}: {exc.strerror or exc}") from None
+        with self._lock:
+            known = self._seen.get(path)
+        if known is not None and known[0] == seen:
+            return known[1]
+        try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
             with os.fdopen(fd, "rb") as f:
+                seen = _identity(os.fstat(f.fileno()))
                 data = f.read(_MAX_FILE_BYTES + 1)
         except OSError as exc:
             raise ScriptError(f"cannot read {path}: {exc.strerror or exc}") from None
+        script = self._parse(path, name, number, data)
+        with self._lock:
+            self._seen[path] = (seen, script)
+        return script
+
+    def _parse(self, path: Path, name: str, number: int, data: bytes) -> SavedScript:
+        """The checked version in a file's bytes. Raises ScriptError."""
         if len(data) > _MAX_FILE_BYTES:
             raise ScriptError(f"{path}: larger than a saved script can be")
         try:
@@ -368,6 +402,11 @@ class DirectoryStore:
             except OSError as exc:
                 raise ScriptError(f"cannot write {folder}: {exc}") from None
         raise ScriptError(f"cannot save {script.name}: too many concurrent saves")
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is replaced or written (a write always moves ctime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _existing(existing: list[SavedScript], script: SavedScript) -> SavedScript | None:
@@ -444,6 +483,21 @@ class SQLiteStore:
         finally:
             db.close()
         return [self._row(r) for r in rows]
+
+    def version(self, name: str, number: int | None = None) -> SavedScript | None:
+        db = self._connect()
+        try:
+            row = db.execute(
+                "SELECT name, number, version, description, args_schema, bindings, source, "
+                "saved_at FROM clambot_scripts WHERE name = ? AND (? IS NULL OR number = ?) "
+                "ORDER BY number DESC LIMIT 1",
+                (name, number, number),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise ScriptError(f"cannot read {self.path}: {exc}") from None
+        finally:
+            db.close()
+        return self._row(row) if row is not None else None
 
     def _row(self, r: tuple[Any, ...]) -> SavedScript:
         where = f"{self.path} ({r[0]}@{r[1]})"
@@ -567,9 +621,16 @@ class ScriptLibrary:
         it was saved."""
         if version is None and isinstance(name, str) and "@" in name:
             name, _, version = name.partition("@")
+        number = None
+        if isinstance(version, int) and not isinstance(version, bool):
+            number = version
+        elif isinstance(version, str) and version.isdigit():
+            number = int(version)
+        if version is None or number is not None:
+            script = self.store.version(name, number)
+            if script is not None:
+                return script
         found = self.versions(name)
-        if version is None:
-            return found[-1]
         if isinstance(version, int) and not isinstance(version, bool):
             matches = [s for s in found if s.number == version]
         elif isinstance(version, str) and version.isdigit():

@@ -8,7 +8,8 @@
  *   cb_alloc(n) / cb_free(p)          buffers the host fills (code, results)
  *   cb_eval(buf, names_len, len, mem, cap, stack, seed)
  *                                     install `tools` (first run), start a script
- *   cb_compile(...) / cb_load(...)    cb_eval's first half: compile the script (and
+ *   cb_compile(..., keep) / cb_load(...)
+ *                                     cb_eval's first half: compile the script (and
  *                                     give its bytecode) or read bytecode back; READY
  *   cb_start(args, len)               cb_eval's second half: run what was prepared
  *   cb_resolve(id, status, p, len)    settle a pending tool call
@@ -1405,12 +1406,12 @@ static void drop_compiled(JSContext *ctx)
     }
 }
 
-/* Same arguments as cb_eval. READY: the bytecode is in the output (empty if it could
-   not be written: the script still starts, it is just not kept); ERROR: the error
-   record (a syntax error, say). */
+/* cb_eval's arguments, and `keep`: write the bytecode out. READY: the bytecode is in
+   the output (empty if not kept or it could not be written: the script still starts,
+   it is just not kept); ERROR: the error record (a syntax error, say). */
 CB_EXPORT("cb_compile")
 int32_t cb_compile(const char *buf, int32_t names_len, int32_t len, int32_t mem_limit,
-                   int32_t result_cap, int32_t stack_size, int64_t seed)
+                   int32_t result_cap, int32_t stack_size, int64_t seed, int32_t keep)
 {
     JSContext *ctx = g_ctx;
     size_t size = 0;
@@ -1425,7 +1426,7 @@ int32_t cb_compile(const char *buf, int32_t names_len, int32_t len, int32_t mem_
         g_compiled = JS_UNDEFINED;
         return finish_error(ctx, JS_GetException(ctx), 1);
     }
-    g_bytecode = JS_WriteObject(ctx, &size, g_compiled, JS_WRITE_OBJ_BYTECODE);
+    g_bytecode = keep ? JS_WriteObject(ctx, &size, g_compiled, JS_WRITE_OBJ_BYTECODE) : NULL;
     if (!g_bytecode) {
         clear_exception(ctx);
         size = 0;
