@@ -42,3 +42,4 @@ bench: $(STAMP)
 	$(PY) bench/sessions.py
 	$(PY) bench/tokens.py
 	$(PY) bench/concurrency.py
+	$(PY) bench/scripts.py
