@@ -16,7 +16,12 @@ from llama_index.core.agent.workflow import FunctionAgent, ReActAgent, ToolCallR
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.tools import BaseTool, FunctionTool
 
-from llama_index.tools.clambot import ClamBotToolSpec, save_script_tool, saved_script_tools
+from llama_index.tools.clambot import (
+    ClamBotToolSpec,
+    ScriptToolCallResult,
+    save_script_tool,
+    saved_script_tools,
+)
 
 REVENUE = """const rows = await tools.get_orders({month: args.month});
 ({month: args.month, total: rows.reduce((sum, r) => sum + r.eur, 0)})"""
@@ -44,8 +49,14 @@ def _agent(kind: str, tools: list[BaseTool], script: Script) -> Any:
 
 
 async def _run(agent: Any, question: str) -> tuple[Any, list[ToolCallResult]]:
+    """The agent's answer and its own tool calls' results (not those of the tools a
+    script called, which reach the stream too)."""
     handler = agent.run(user_msg=question)
-    results = [ev async for ev in handler.stream_events() if isinstance(ev, ToolCallResult)]
+    results = [
+        ev
+        async for ev in handler.stream_events()
+        if isinstance(ev, ToolCallResult) and not isinstance(ev, ScriptToolCallResult)
+    ]
     return await handler, results
 
 
