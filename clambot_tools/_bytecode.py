@@ -34,10 +34,11 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from . import _jsonsafe
 from ._abi import State
 from ._errors import ConfigError
-from ._guest import Guest, Outcome
-from ._limits import Limits
+from ._guest import Guest, GuestTrap, Outcome
+from ._limits import Limits, store_limit
 
 #: sources shorter than this are not kept by default: parsing them costs about what
 #: reading their bytecode back does (measured: equal at ~100 bytes)
@@ -258,3 +259,37 @@ def plain_start(cache: BytecodeCache | None, build: str, code: str) -> ScriptSta
     if cache is None or not isinstance(code, str) or len(code) < cache.min_source_chars:
         return None
     return ScriptStart(cache=cache, build=build, code_sha256=code_digest(code))
+
+
+def syntax_error(source: str) -> str | None:
+    """Why `source` does not parse (with its line and column), or None if it does.
+    Compiled in a fresh sandbox; nothing runs."""
+    from ._outcome import char_column
+    from ._result import RunError
+    from ._startup import start_image
+
+    limits = Limits()
+    try:
+        with Guest(start_image(), memory_limit_bytes=store_limit(limits)) as guest:
+            out = guest.compile(
+                b"",
+                source.encode("utf-8", "surrogatepass"),
+                limits.memory_mb << 20,
+                limits.max_result_bytes,
+                limits.stack_kb * 1024,
+                1,
+                keep=False,
+            )
+    except GuestTrap as exc:
+        return f"it could not be compiled ({exc.kind})"
+    if out.state == State.READY:
+        return None
+    try:
+        rec = _jsonsafe.loads(out.payload.decode("utf-8", "surrogatepass"))
+        err = RunError.from_js("syntax", str(rec["name"]), str(rec["message"]), rec.get("stack"))
+    except (ValueError, KeyError, TypeError):
+        return "it could not be compiled"
+    if err.line is None or err.column is None:
+        return f"{err.name}: {err.message}"
+    column = char_column(source, err.line, err.column)
+    return f"{err.name}: {err.message} (line {err.line}, column {column})"

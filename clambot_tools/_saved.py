@@ -20,25 +20,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _jsonsafe, _wording
-from ._abi import State
 from ._audit import AuditLog
 from ._bindings import EFFECTS, Binding, Effect, binding, to_json_bytes
-from ._bytecode import ScriptStart
+from ._bytecode import BytecodeCache, ScriptStart
 from ._calls import CallSetup
 from ._context import current_call
 from ._errors import ScriptArgumentsError, ScriptError
-from ._guest import Guest, GuestTrap
-from ._limits import Limits, store_limit
+from ._image import StartImage
+from ._limits import Limits
 from ._policy import Policy
 from ._result import RunResult
 from ._run import FreshGuest, Job
 from .scripts import SavedScript, ScriptLibrary
-
-if TYPE_CHECKING:
-    from ._sandbox import Sandbox
 
 #: how deep saved scripts may call saved scripts
 MAX_NESTING = 3
@@ -51,40 +47,6 @@ def library_of(given: ScriptLibrary | str | Any | None) -> ScriptLibrary | None:
     if given is None or isinstance(given, ScriptLibrary):
         return given
     return ScriptLibrary(given)
-
-
-def syntax_error(source: str) -> str | None:
-    """Why `source` does not parse (with its line and column), or None if it does.
-    Compiled in a fresh sandbox; nothing runs."""
-    from ._outcome import char_column
-    from ._result import RunError
-    from ._startup import start_image
-
-    limits = Limits()
-    try:
-        with Guest(start_image(), memory_limit_bytes=store_limit(limits)) as guest:
-            out = guest.compile(
-                b"",
-                source.encode("utf-8", "surrogatepass"),
-                limits.memory_mb << 20,
-                limits.max_result_bytes,
-                limits.stack_kb * 1024,
-                1,
-                keep=False,
-            )
-    except GuestTrap as exc:
-        return f"it could not be compiled ({exc.kind})"
-    if out.state == State.READY:
-        return None
-    try:
-        rec = _jsonsafe.loads(out.payload.decode("utf-8", "surrogatepass"))
-        err = RunError.from_js("syntax", str(rec["name"]), str(rec["message"]), rec.get("stack"))
-    except (ValueError, KeyError, TypeError):
-        return "it could not be compiled"
-    if err.line is None or err.column is None:
-        return f"{err.name}: {err.message}"
-    column = char_column(source, err.line, err.column)
-    return f"{err.name}: {err.message} (line {err.line}, column {column})"
 
 
 def check_args(script: SavedScript, args: Any, max_bytes: int) -> bytes:
@@ -121,7 +83,7 @@ def check_args(script: SavedScript, args: Any, max_bytes: int) -> bytes:
 
 
 def saved_job(
-    sb: Sandbox,
+    sb: SavedScripts,
     script: SavedScript,
     args: Any,
     *,
@@ -135,7 +97,7 @@ def saved_job(
     script calls tools `sb` does not grant."""
     limits = limits or sb.limits
     args_json = check_args(script, args, limits.max_result_bytes)
-    granted = {b.name for b in sb.bindings}
+    granted = {b.name for b in sb._bindings}
     missing = [n for n in script.bindings if n not in granted]
     if missing:
         raise ScriptError(_wording.script_needs(script.name, missing))
@@ -181,7 +143,7 @@ class ScriptTools:
 
     def __init__(
         self,
-        sb: Sandbox,
+        sb: SavedScripts,
         library: ScriptLibrary,
         refs: Iterable[str],
         granted: Sequence[Binding],
@@ -271,7 +233,7 @@ class ScriptTools:
 
 
 def grant_scripts(
-    sb: Sandbox,
+    sb: SavedScripts,
     library: ScriptLibrary | None,
     refs: Iterable[str] | bool,
     granted: Sequence[Binding],
@@ -306,6 +268,11 @@ class SavedScripts:
     _scripts: ScriptLibrary | None
     _script_tools: ScriptTools | None
     _drive_in_thread: bool
+    _setup: CallSetup
+    _image: StartImage
+    _store_limit: int
+    _bytecode: BytecodeCache | None
+    _names_block: bytes
 
     @property
     def scripts(self) -> ScriptLibrary | None:
@@ -316,7 +283,7 @@ class SavedScripts:
         if self._scripts is None:
             raise ScriptError(_wording.NO_LIBRARY)
         script = self._scripts.get(name, version)
-        return saved_job(self, script, args, loop=loop)  # type: ignore[arg-type]
+        return saved_job(self, script, args, loop=loop)
 
     def run_saved(
         self,

@@ -48,7 +48,6 @@ from ._policy import Approval, ApprovalRequest, Policy
 
 if TYPE_CHECKING:
     from ._result import RunResult
-    from ._sandbox import Sandbox
 
 __all__ = [
     "DirectoryStore",
@@ -710,7 +709,7 @@ class ScriptLibrary:
         script = draft(
             name, source, description=description, args_schema=args_schema, bindings=bindings
         )
-        from ._saved import syntax_error
+        from ._bytecode import syntax_error
 
         problem = syntax_error(script.source)
         if problem is not None:
@@ -884,8 +883,23 @@ class SavedScriptTool:
     script: SavedScript
 
 
+class _RunsSaved(Protocol):
+    """What `saved_script_tools` needs of a Sandbox."""
+
+    @property
+    def scripts(self) -> ScriptLibrary | None: ...
+
+    def run_saved(
+        self, name: str, args: Mapping[str, Any] | None = None, *, version: int | str | None = None
+    ) -> RunResult: ...
+
+    async def arun_saved(
+        self, name: str, args: Mapping[str, Any] | None = None, *, version: int | str | None = None
+    ) -> RunResult: ...
+
+
 def saved_script_tools(
-    sandbox: Sandbox, names: Iterable[str] | None = None
+    sandbox: _RunsSaved, names: Iterable[str] | None = None
 ) -> list[SavedScriptTool]:
     """The saved scripts of `sandbox`'s library as tools: every script's latest version,
     or those in `names` (``"name"`` or ``"name@3"``), each run by `sandbox` (its

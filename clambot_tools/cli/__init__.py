@@ -487,7 +487,9 @@ def main(
         elif args.command == "scripts":
             from ._scripts import command as scripts_command
 
-            status = scripts_command(args, stdin, out, err)
+            status = scripts_command(
+                args, stdin, out, err, read_script=_read_script, result_data=_result_data
+            )
         else:
             status = _cmd_manifest(args, out)
         out.flush()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -80,8 +81,18 @@ def library(args: argparse.Namespace) -> ScriptLibrary:
     return ScriptLibrary("scripts")
 
 
-def command(args: argparse.Namespace, stdin: TextIO, out: Output, err: Output) -> int:
-    """Run `clambot scripts ACTION`; returns the exit status.
+def command(
+    args: argparse.Namespace,
+    stdin: TextIO,
+    out: Output,
+    err: Output,
+    *,
+    read_script: Callable[[str, TextIO], str],
+    result_data: Callable[[Any], dict[str, Any]],
+) -> int:
+    """Run `clambot scripts ACTION`; returns the exit status. `read_script` and
+    `result_data` are the command's own (how `clambot run` reads a script and prints a
+    RunResult as JSON).
 
     Raises ClamBotError (exit 2) for a config or library problem."""
     lib = library(args)
@@ -90,8 +101,8 @@ def command(args: argparse.Namespace, stdin: TextIO, out: Output, err: Output) -
     if args.action == "show":
         return _show(lib, args, out)
     if args.action == "run":
-        return _run(lib, args, stdin, out, err)
-    return _save(lib, args, stdin, out, err)
+        return _run(lib, args, stdin, out, err, result_data)
+    return _save(lib, args, read_script(args.file, stdin), stdin, out, err)
 
 
 def _list(lib: ScriptLibrary, args: argparse.Namespace, out: Output) -> int:
@@ -155,7 +166,12 @@ def _sandbox(lib: ScriptLibrary, args: argparse.Namespace, approve: Approver) ->
 
 
 def _run(
-    lib: ScriptLibrary, args: argparse.Namespace, stdin: TextIO, out: Output, err: Output
+    lib: ScriptLibrary,
+    args: argparse.Namespace,
+    stdin: TextIO,
+    out: Output,
+    err: Output,
+    result_data: Callable[[Any], dict[str, Any]],
 ) -> int:
     try:
         values = json.loads(args.args)
@@ -171,20 +187,12 @@ def _run(
         if asker is not None:
             asker.close()
     if args.json or not out.is_terminal:
-        from . import _result_data
-
-        out.json(_result_data(res))
+        out.json(result_data(res))
     else:
         from .._display import run_result_text
 
         out.line(run_result_text(res, lib.get(args.name).source))
     return 0 if res.ok else 1
-
-
-def _read(name: str, stdin: TextIO) -> str:
-    from . import _read_script
-
-    return _read_script(name, stdin)
 
 
 def _schema(text: str | None) -> dict[str, Any] | None:
@@ -205,9 +213,13 @@ def _schema(text: str | None) -> dict[str, Any] | None:
 
 
 def _save(
-    lib: ScriptLibrary, args: argparse.Namespace, stdin: TextIO, out: Output, err: Output
+    lib: ScriptLibrary,
+    args: argparse.Namespace,
+    source: str,
+    stdin: TextIO,
+    out: Output,
+    err: Output,
 ) -> int:
-    source = _read(args.file, stdin)
     schema = _schema(args.schema)
     bindings = [b.strip() for b in args.bindings.split(",") if b.strip()]
     # with the script on stdin, nobody can answer a prompt there
