@@ -429,9 +429,13 @@ def test_saved_script_calls_nest_at_most_three_deep_and_keep_the_deadline(
     res = sb.run("await tools.recurse({n: 3})")
     assert res.error is not None
     assert "at most 3 levels deep" in res.error.message
-    # a nested run ends by its caller's deadline, and so does the caller
+    # a nested run ends by its caller's deadline, and so does the caller: either the
+    # caller's own time runs out first, or it catches the nested run's timeout
     res = sb.run("try { await tools.spin({}) } catch (e) { e.message }")
-    assert res.error is not None and res.error.kind == "timeout"
+    if res.error is not None:
+        assert res.error.kind == "timeout"
+    else:
+        assert res.value.startswith("saved script spin failed (timeout)")
     assert res.stats.duration_ms < 1500 + 1000
 
 
