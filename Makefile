@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/sessions.py
 	$(PY) bench/tokens.py
 	$(PY) bench/concurrency.py
+	$(PY) bench/scripts.py
 
 # sdists and py3-none-any wheels of the three packages in dist/, checked by twine. The
 # core's wheel takes the guest the editable install built (the hook's stamp); the sdists

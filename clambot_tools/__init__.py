@@ -13,6 +13,7 @@ from typing import Any
 
 from ._audit import AuditLog
 from ._bindings import Binding, Effect, binding
+from ._bytecode import BytecodeCache, CacheStats
 from ._context import CallContext, current_call
 from ._errors import (
     ClamBotError,
@@ -20,6 +21,8 @@ from ._errors import (
     ErrorKind,
     GuestUnavailableError,
     ManifestError,
+    ScriptArgumentsError,
+    ScriptError,
     SessionClosedError,
     SnapshotError,
     TransientError,
@@ -32,6 +35,7 @@ from ._sandbox import Sandbox
 from ._session import Session
 from ._shapes import ResultShapes
 from ._snapshot import local_snapshot_key
+from .scripts import SavedScript, ScriptLibrary
 
 #: this distribution's version (clambot-tools), as in its metadata
 __version__ = "0.1.0"
@@ -57,6 +61,8 @@ __all__ = [
     "Approver",
     "AuditLog",
     "Binding",
+    "BytecodeCache",
+    "CacheStats",
     "CallContext",
     "ClamBotError",
     "ConfigError",
@@ -73,6 +79,10 @@ __all__ = [
     "RunResult",
     "RunStats",
     "Sandbox",
+    "SavedScript",
+    "ScriptArgumentsError",
+    "ScriptError",
+    "ScriptLibrary",
     "Session",
     "SessionClosedError",
     "SnapshotError",

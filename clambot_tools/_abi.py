@@ -17,6 +17,9 @@ EXPORTS: tuple[str, ...] = (
     "cb_io",
     "cb_interrupt_addr",
     "cb_eval",
+    "cb_compile",
+    "cb_load",
+    "cb_start",
     "cb_resolve",
     "cb_timers",
 )
@@ -38,11 +41,13 @@ IMPORTS: frozenset[tuple[str, str]] = frozenset(
 
 
 class State(enum.IntEnum):
-    """What cb_eval, cb_resolve and cb_timers return (guest.c: ``ST_*``)."""
+    """What cb_eval, cb_start, cb_resolve and cb_timers return, and cb_compile and
+    cb_load (READY or ERROR) (guest.c: ``ST_*``)."""
 
     DONE = 0  # the JSON of the value is in the output buffer
     ERROR = 1  # a JSON error record {kind, name, message, stack} is there
     WAIT = 2  # tool calls or timers are pending
+    READY = 3  # compiled or loaded: cb_start runs it (cb_compile: the bytecode is the output)
 
 
 class Resolve(enum.IntEnum):

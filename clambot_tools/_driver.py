@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._abi import State
 from ._calls import Dispatcher
@@ -22,6 +22,9 @@ from ._errors import ErrorKind
 from ._guest import Guest, GuestTrap, Outcome
 from ._limits import Limits
 from ._result import LOG_LEVELS, LogEntry
+
+if TYPE_CHECKING:
+    from ._bytecode import ScriptStart
 
 #: after the soft deadline (QuickJS's interrupt), Wasmtime's epoch trap stops a script
 #: that swallows the interrupt (e.g. `finally { continue }`) this much later
@@ -110,6 +113,8 @@ class Driver:
     limits: Limits
     deadline: float
     logs: Logs
+    #: how the script starts, when not by a plain eval (the bytecode cache, `args`)
+    start: ScriptStart | None = None
     cancelled: bool = False
     _wake: cf.Future[None] | None = None  # made when first needed (a Future costs ~1.5 us)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -157,14 +162,11 @@ class Driver:
             guest.set_run(poll_every=POLL_EVERY if on_main else 0, log_cap=lim.max_log_bytes)
             slice_s = _MAIN_WAIT_SLICE_S if on_main else float("inf")
             seed = int.from_bytes(os.urandom(8), "little") >> 1
-            out = guest.eval(
-                names,
-                code,
-                lim.memory_mb << 20,
-                lim.max_result_bytes,
-                lim.stack_kb * 1024,
-                seed,
-            )
+            caps = (lim.memory_mb << 20, lim.max_result_bytes, lim.stack_kb * 1024, seed)
+            if self.start is None:
+                out = guest.eval(names, code, *caps)
+            else:
+                out = self.start.first_step(guest, names, code, *caps)
             due = _timer_due(out)
             while out.state == State.WAIT:
                 if self.cancelled:

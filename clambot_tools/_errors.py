@@ -13,7 +13,9 @@ Two families, for two audiences:
       ├── ConfigError               invalid Limits, bindings or other arguments (also a ValueError)
       │   ├── SnapshotError         bytes that are not a loadable snapshot of this guest
       │   ├── SessionClosedError    a run, snapshot or use of a Session after close()
-      │   └── ManifestError         bindings that differ from their manifest, or a lock refused
+      │   ├── ManifestError         bindings that differ from their manifest, or a lock refused
+      │   └── ScriptError           a saved script that is missing, damaged, or not saved
+      │       └── ScriptArgumentsError  arguments its schema refuses (each field named)
       └── GuestUnavailableError     the compiled guest is missing or does not load
 
   and one exception bindings raise themselves:
@@ -78,6 +80,22 @@ class ManifestError(ConfigError):
     def __init__(self, message: str, *, drift: Sequence[object] = ()) -> None:
         super().__init__(message)
         self.drift = tuple(drift)
+
+
+class ScriptError(ConfigError):
+    """Raised for a saved script that cannot be had or saved: no such name or version,
+    a version changed after it was saved (its content no longer matches its sha256), an
+    invalid definition (name, schema, source that does not parse), a save the policy
+    or its approver refused, or tools it needs that the Sandbox does not grant."""
+
+
+class ScriptArgumentsError(ScriptError):
+    """Raised by ``Sandbox.run_saved`` before the run when the arguments do not fit the
+    script's JSON Schema; `problems` has one ``field: what is wrong`` line per problem."""
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
 class GuestUnavailableError(ClamBotError):

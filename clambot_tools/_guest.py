@@ -246,6 +246,9 @@ class Guest:
         #: `answer_now` returned
         self.on_call: Callable[[int, int, bytes], int] = _noop_call
         self.closed = False
+        #: no script has run here and the memory is the start image's: only such an
+        #: instance's compiled bytecode may be kept (`_bytecode`)
+        self.pristine = True
         self.fuel = fuel
         self._run_settings = (0, 0)
         self._known_size = 0
@@ -327,6 +330,7 @@ class Guest:
 
         Raises GuestTrap (kind memory) if the store's limit does not allow the size.
         """
+        self.pristine = False
         current = self.size()
         if size > current and not self._inst.grow_memory((size - current + 65535) // 65536):
             raise GuestTrap("memory", "the saved state does not fit the memory limit")
@@ -400,6 +404,7 @@ class Guest:
         self, names: bytes, code: bytes, mem_limit: int, result_cap: int, stack: int, seed: int
     ) -> Outcome:
         """Start a script. `names` is the NUL-separated list of tool names."""
+        self.pristine = False
         buf = self.call("cb_alloc", len(names) + len(code) + 1, quick=True)
         if not buf:
             raise GuestTrap("memory", "no room for the script in guest memory")
@@ -407,6 +412,66 @@ class Guest:
         return self.outcome(
             self.call("cb_eval", buf, len(names), len(code), mem_limit, result_cap, stack, seed)
         )
+
+    def compile(
+        self,
+        names: bytes,
+        code: bytes,
+        mem_limit: int,
+        result_cap: int,
+        stack: int,
+        seed: int,
+        *,
+        keep: bool = True,
+    ) -> Outcome:
+        """The first half of `eval`: prepare the run and compile `code`. READY with the
+        script's bytecode as the payload when `keep` (empty if the guest could not write
+        it), or ERROR (a syntax error, say). `start` runs it."""
+        return self._prepare(
+            "cb_compile", names, code, mem_limit, result_cap, stack, seed, int(keep)
+        )
+
+    def load(
+        self, names: bytes, bytecode: bytes, mem_limit: int, result_cap: int, stack: int, seed: int
+    ) -> Outcome:
+        """`compile`, from bytecode that `compile` of this guest build gave in this
+        process (QuickJS trusts it: never pass bytes from anywhere else). READY or ERROR."""
+        return self._prepare("cb_load", names, bytecode, mem_limit, result_cap, stack, seed)
+
+    def _prepare(
+        self,
+        export: str,
+        names: bytes,
+        data: bytes,
+        mem_limit: int,
+        result_cap: int,
+        stack: int,
+        seed: int,
+        *more: int,
+    ) -> Outcome:
+        buf = self.call("cb_alloc", len(names) + len(data) + 1, quick=True)
+        if not buf:
+            raise GuestTrap("memory", "no room for the script in guest memory")
+        self.write(buf, names + data + b"\0")
+        state = self.call(
+            export, buf, len(names), len(data), mem_limit, result_cap, stack, seed, *more
+        )
+        self.call("cb_free", buf, quick=True)
+        return self.outcome(state)
+
+    def start(self, args_json: bytes | None = None) -> Outcome:
+        """The second half of `eval`: run the script `compile` or `load` prepared, with
+        `args_json` (JSON) as the global ``args`` when given."""
+        self.pristine = False
+        if args_json is None:
+            return self.outcome(self.call("cb_start", 0, -1))
+        buf = self.call("cb_alloc", len(args_json) + 1, quick=True)
+        if not buf:
+            raise GuestTrap("memory", "no room for the arguments in guest memory")
+        self.write(buf, args_json + b"\0")
+        state = self.call("cb_start", buf, len(args_json))
+        self.call("cb_free", buf, quick=True)
+        return self.outcome(state)
 
     def answer_now(self, status: int, payload: bytes) -> int:
         """From inside `on_call`: answer the call at once. Returns the value `on_call`

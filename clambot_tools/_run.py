@@ -41,6 +41,8 @@ from ._result import RunResult
 if TYPE_CHECKING:
     import asyncio
 
+    from ._bytecode import ScriptStart
+
 logger = logging.getLogger("clambot_tools")
 
 #: how long the caller waits past the deadline for a run whose driver is stuck (in a
@@ -132,7 +134,8 @@ def _deliver(handler: Any, signum: int, frame: Any) -> None:
 
 class Job:
     """One run of `code`; `execute` drives it on the current thread, `in_thread` and
-    `run_async` on a package thread."""
+    `run_async` on a package thread. `start` says how the script starts when not by a
+    plain eval (`_bytecode`); `tags` go into the run's audit record."""
 
     def __init__(
         self,
@@ -142,6 +145,8 @@ class Job:
         host: GuestHost,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        start: ScriptStart | None = None,
+        tags: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(code, str):
             raise ConfigError(f"code must be a str, got {type(code).__name__}")
@@ -150,6 +155,8 @@ class Job:
         self.code = code
         self.host = host
         self.loop = loop
+        self.start = start
+        self.tags = tags
         self.run_id = os.urandom(8).hex()
         #: the caller's context variables: the run and its tool calls run in copies of
         #: it (as asyncio tasks do), so its current span, request-scoped variables and
@@ -202,7 +209,7 @@ class Job:
         try:
             logs = Logs(limits.max_log_bytes)
             report.logs = logs.entries
-            driver = Driver(guest, calls, limits, deadline, logs)
+            driver = Driver(guest, calls, limits, deadline, logs, start=self.start)
             with self._lock:
                 self._driver = driver
                 if self._cancelled:
@@ -265,6 +272,7 @@ class Job:
                 "duration_ms": round(result.stats.duration_ms, 3),
                 "binding_calls": result.stats.binding_calls,
                 "memory_bytes": result.stats.memory_bytes,
+                **(self.tags or {}),
             }
         )
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._audit import AuditLog, AuditSink
 from ._bindings import Binding, binding
+from ._bytecode import bytecode_cache_of, plain_start
 from ._calls import ApprovalMemory, CallSetup
 from ._discovery import DEFAULT_MAX_CHARS, Discovery
 from ._errors import ConfigError
@@ -18,16 +19,19 @@ from ._limits import Limits, store_limit
 from ._policy import Policy
 from ._result import RunResult
 from ._run import FreshGuest, Job
+from ._saved import SavedScripts, grant_scripts, library_of
 from ._session import STACK_BYTES, Session, parse_snapshot
 from ._shapes import ResultShapes
 from ._snapshot import check_key
 from ._startup import start_image
 
 if TYPE_CHECKING:
+    from ._bytecode import BytecodeCache
     from ._manifest import Manifest
+    from .scripts import ScriptLibrary
 
 
-class Sandbox:
+class Sandbox(SavedScripts):
     """Runs untrusted JavaScript with no ambient authority.
 
     Each ``run`` starts from a clean QuickJS instance (globals and prototype changes do
@@ -51,9 +55,20 @@ class Sandbox:
         snapshot_key: an HMAC-SHA256 key (bytes, or a str taken as UTF-8; at least 16
             bytes) that session snapshots are signed with; ``restore`` then refuses a
             snapshot without its signature.
+        bytecode_cache: where compiled scripts are kept, so a script run again is not
+            parsed again: True (the default) for the process's shared cache, a
+            ``BytecodeCache`` of its own, or False for none. Never used with
+            ``Limits.fuel`` (parsing counts against a deterministic budget).
+        scripts: a ``ScriptLibrary`` (or a directory path for one) of saved scripts,
+            for ``run_saved`` and ``save_script``.
+        script_tools: saved scripts scripts may call as ``tools.<name>`` (names, or
+            ``"name@3"`` for a version; True for every script's latest version), each
+            run in a sandbox of its own by the calling run's deadline.
 
     Raises:
         ConfigError: a binding is invalid or two share a name, or the key is too short.
+        ScriptError: `script_tools` names an unknown script, or one that calls tools
+            that are not granted.
         ManifestError: the bindings differ from the manifest, or it is refused.
         GuestUnavailableError: the compiled guest is missing or does not load.
     """
@@ -68,6 +83,9 @@ class Sandbox:
         manifest: Manifest | str | os.PathLike[str] | None = None,
         result_shapes: ResultShapes | bool = False,
         snapshot_key: bytes | str | None = None,
+        bytecode_cache: BytecodeCache | bool = True,
+        scripts: ScriptLibrary | str | os.PathLike[str] | None = None,
+        script_tools: Iterable[str] | bool = (),
     ) -> None:
         self._snapshot_key = check_key(snapshot_key)
         self.limits = limits if limits is not None else Limits()
@@ -77,6 +95,10 @@ class Sandbox:
         if not isinstance(self.policy, Policy):
             raise ConfigError("policy must be a clambot_tools.Policy")
         granted = [binding(b) for b in bindings]
+        self._scripts = library_of(scripts)
+        self._script_tools = grant_scripts(self, self._scripts, script_tools, granted)
+        if self._script_tools is not None:
+            granted += self._script_tools.bindings
         names = [b.name for b in granted]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -106,6 +128,7 @@ class Sandbox:
         self._store_limit = store_limit(self.limits)
         # Compile (or load) the guest now, so no run pays for it inside its deadline.
         self._image: StartImage = start_image(fuel=self.limits.fuel is not None)
+        self._bytecode = bytecode_cache_of(bytecode_cache, self.limits)
 
     @property
     def bindings(self) -> Sequence[Binding]:
@@ -129,7 +152,11 @@ class Sandbox:
 
     def _job(self, code: str, loop: Any = None) -> Job:
         host = FreshGuest(self._image, self._store_limit, self.limits.fuel)
-        return Job(self._setup, self._names_block, code, host, loop=loop)
+        start = plain_start(self._bytecode, self._image.guest_sha256, code)
+        setup = self._setup
+        if self._script_tools is not None:
+            setup = self._script_tools.for_run(setup, 0)
+        return Job(setup, self._names_block, code, host, loop=loop, start=start)
 
     def run(self, code: str) -> RunResult:
         """Run `code` as one script and return its RunResult; never raises for anything

@@ -154,3 +154,97 @@ def args_preview(value: Any) -> str:
     except (TypeError, ValueError, RecursionError):
         text = "…"
     return text if len(text) <= _ARGS_PREVIEW else text[:_ARGS_PREVIEW] + "…"
+
+
+# -- saved scripts
+
+
+NO_LIBRARY = "this Sandbox has no script library: pass Sandbox(scripts=ScriptLibrary(...))"
+
+
+def script_bad_name(name: object) -> str:
+    """A script name that cannot be one."""
+    return (
+        f"{name!r} cannot name a saved script: use 1-64 letters, digits and _, "
+        "not starting with a digit"
+    )
+
+
+def script_unknown(name: str, known: list[str]) -> str:
+    """A script name the library does not have."""
+    listed = ", ".join(known[:30]) + (", ..." if len(known) > 30 else "")
+    return f"no saved script is named {name!r}; saved: {listed or 'none'}"
+
+
+def script_no_version(name: str, version: object, numbers: list[int]) -> str:
+    """A version the library does not have."""
+    return f"script {name} has no version {version!r}; its versions: {numbers}"
+
+
+def script_changed(ref: str, where: str) -> str:
+    """A stored version whose content no longer matches its sha256."""
+    return (
+        f"{where}: saved script {ref} was changed after it was saved (its content no "
+        "longer matches its sha256), so it is refused: versions are immutable; restore "
+        "it, or save the change as a new version"
+    )
+
+
+def script_number_taken(name: str, number: int) -> str:
+    """A save that asks for a version number already holding other content."""
+    return (
+        f"version {number} of script {name} exists with other content: versions are "
+        "immutable; save the change as a new version"
+    )
+
+
+def save_request(name: str, number: int) -> str:
+    """What the approver is told a save does."""
+    return f"Save the script {name} as version {number} in the script library"
+
+
+def save_not_approved(name: str) -> str:
+    """A save the approver did not approve."""
+    return f"saving script {name} was not approved"
+
+
+def save_denied_effect() -> str:
+    """A save refused because the policy denies writes."""
+    return "saving a script is a write, and the policy denies the effect 'write'"
+
+
+def save_needs_approver() -> str:
+    """A save refused because nobody can approve it."""
+    return (
+        "saving a script is a write, which needs a human's approval, and no approver is "
+        "set (the application can pass Policy(approve=...), or "
+        "Policy(auto_approve=('write',)) to save scripts unasked)"
+    )
+
+
+def approver_failed_save() -> str:
+    """A save whose approver raised."""
+    return "saving the script was not approved (the approval could not be obtained)"
+
+
+def script_args_invalid(name: str, problems: list[str]) -> str:
+    """Arguments a saved script's schema refuses."""
+    return f"invalid arguments for script {name}: " + "; ".join(problems)
+
+
+def script_needs(name: str, missing: list[str]) -> str:
+    """A saved script that calls tools the Sandbox does not grant."""
+    return (
+        f"script {name} calls tools this Sandbox does not grant: {', '.join(missing)}; "
+        "grant them, or save a version that does without"
+    )
+
+
+def saved_script_failed(name: str, kind: str, message: str) -> str:
+    """The error a script sees when a saved script it called failed."""
+    return f"saved script {name} failed ({kind}): {message}"
+
+
+def nested_too_deep(depth: int) -> str:
+    """A saved script calling saved scripts past the nesting cap."""
+    return f"saved scripts may call saved scripts at most {depth} levels deep"

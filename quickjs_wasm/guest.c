@@ -8,14 +8,19 @@
  *   cb_alloc(n) / cb_free(p)          buffers the host fills (code, results)
  *   cb_eval(buf, names_len, len, mem, cap, stack, seed)
  *                                     install `tools` (first run), start a script
+ *   cb_compile(..., keep) / cb_load(...)
+ *                                     cb_eval's first half: compile the script (and
+ *                                     give its bytecode) or read bytecode back; READY
+ *   cb_start(args, len)               cb_eval's second half: run what was prepared
  *   cb_resolve(id, status, p, len)    settle a pending tool call
  *   cb_timers()                       fire due setTimeout callbacks
  *   cb_io()                           address of the CbIo block below
  *   cb_interrupt_addr()               address of the flag the host sets at the deadline
  *
- * Each of cb_eval / cb_resolve / cb_timers returns a state: DONE (the JSON of the
- * value is in the output buffer), ERROR (a JSON error record is there) or WAIT
- * (tool calls or timers are pending; the host answers and calls back in).
+ * Each of cb_eval / cb_start / cb_resolve / cb_timers returns a state: DONE (the JSON
+ * of the value is in the output buffer), ERROR (a JSON error record is there) or WAIT
+ * (tool calls or timers are pending; the host answers and calls back in). cb_compile
+ * and cb_load return READY (or ERROR): the script is ready for cb_start.
  *
  * The only imports are the three "clambot" functions below and five WASI calls
  * that the host implements as stubs: no files, sockets or environment exist here.
@@ -39,7 +44,7 @@ CB_IMPORT("abort") void host_abort(int32_t kind);
    host asks for it. The host traps to stop the run. */
 CB_IMPORT("poll") void host_poll(void);
 
-enum { ST_DONE = 0, ST_ERROR = 1, ST_WAIT = 2 };
+enum { ST_DONE = 0, ST_ERROR = 1, ST_WAIT = 2, ST_READY = 3 };
 enum { ABORT_MEMORY = 1 };
 enum { RESOLVE_OK = 0, RESOLVE_FAILED = 1, RESOLVE_DENIED = 2, RESOLVE_BAD_ARGS = 3,
        RESOLVE_TOO_LARGE = 4 };
@@ -1469,8 +1474,6 @@ CB_EXPORT("cb_free") void cb_free(void *p) { free(p); }
 CB_EXPORT("cb_io") CbIo *cb_io(void) { return &g_io; }
 CB_EXPORT("cb_interrupt_addr") volatile int32_t *cb_interrupt_addr(void) { return &g_interrupt; }
 
-/* buf holds the tool names (NUL-separated, names_len bytes; installed on the first
-   run of this instance) followed by the code (len bytes and a NUL). */
 /* A script compiled with JS_EVAL_FLAG_ASYNC ends with
        object; dup; get_loc _ret_; put_field "value"; return_async
    so its promise resolves to {value: <last expression>}, an ordinary object: a script
@@ -1521,13 +1524,13 @@ static void box_the_result_safely(JSValueConst fn)
     }
 }
 
-CB_EXPORT("cb_eval")
-int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_limit,
-                int32_t result_cap, int32_t stack_size, int64_t seed)
+/* Everything a run needs before its script: this run's limits and seed, the timers of
+   a previous run (in a session) dropped, `tools` installed on the first run of this
+   instance. Returns -1 when ready, else the state to return (an error record). */
+static int32_t begin_run(const char *names, int32_t names_len, int32_t mem_limit,
+                         int32_t result_cap, int32_t stack_size, int64_t seed)
 {
     JSContext *ctx = g_ctx;
-    const char *code = buf + names_len;
-    JSValue r;
     reset_run_state(ctx);
     g_mem_limit = mem_limit > 0 ? (size_t)mem_limit : SIZE_MAX;
     g_result_cap = result_cap > 0 ? (size_t)result_cap : (1u << 20);
@@ -1542,16 +1545,149 @@ int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_lim
         JS_FreeValue(ctx, r);
     }
     if (!g_tools_installed) {
-        if (install_tools(ctx, buf, names_len))
+        if (install_tools(ctx, names, names_len))
             return finish_error(ctx, JS_GetException(ctx), 0);
         g_tools_installed = 1;
     }
-    r = JS_Eval(ctx, code, (size_t)len, "script.js",
+    return -1;
+}
+
+/* buf holds the tool names (NUL-separated, names_len bytes; installed on the first
+   run of this instance) followed by the code (len bytes and a NUL). */
+CB_EXPORT("cb_eval")
+int32_t cb_eval(const char *buf, int32_t names_len, int32_t len, int32_t mem_limit,
+                int32_t result_cap, int32_t stack_size, int64_t seed)
+{
+    JSContext *ctx = g_ctx;
+    JSValue r;
+    int32_t st = begin_run(buf, names_len, mem_limit, result_cap, stack_size, seed);
+    if (st >= 0)
+        return st;
+    r = JS_Eval(ctx, buf + names_len, (size_t)len, "script.js",
                 JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_ASYNC | JS_EVAL_FLAG_COMPILE_ONLY);
     if (JS_IsException(r))
         return finish_error(ctx, JS_GetException(ctx), 1);
     box_the_result_safely(r);
     r = JS_EvalFunction(ctx, r);
+    if (JS_IsException(r))
+        return finish_error(ctx, JS_GetException(ctx), 0);
+    g_main = r;
+    return cb_step(ctx);
+}
+
+/* ---------- compiled scripts: compile once, keep the bytecode, start it again ----------
+ *
+ * cb_eval in two halves, so the host can keep a script's bytecode and skip parsing
+ * the next time: cb_compile (or cb_load) prepares the run and leaves the script's
+ * function in g_compiled (state READY); cb_start then runs it exactly as JS_Eval
+ * would (JS_Eval is compile + JS_EvalFunction on the global object).
+ *
+ * QuickJS's bytecode reader trusts its input (hostile bytes can corrupt the heap), so
+ * the host hands cb_load only bytes that cb_compile of this same guest build gave it
+ * in this process, before any script ran in that instance, and checks them first.
+ */
+
+static JSValue g_compiled = JS_UNDEFINED; /* the compiled script, until cb_start */
+static uint8_t *g_bytecode;               /* the bytecode cb_compile wrote, until cb_start */
+
+static void drop_compiled(JSContext *ctx)
+{
+    JS_FreeValue(ctx, g_compiled);
+    g_compiled = JS_UNDEFINED;
+    if (g_bytecode) {
+        js_free(ctx, g_bytecode);
+        g_bytecode = NULL;
+    }
+}
+
+/* cb_eval's arguments, and `keep`: write the bytecode out. READY: the bytecode is in
+   the output (empty if not kept or it could not be written: the script still starts,
+   it is just not kept); ERROR: the error record (a syntax error, say). */
+CB_EXPORT("cb_compile")
+int32_t cb_compile(const char *buf, int32_t names_len, int32_t len, int32_t mem_limit,
+                   int32_t result_cap, int32_t stack_size, int64_t seed, int32_t keep)
+{
+    JSContext *ctx = g_ctx;
+    size_t size = 0;
+    int32_t st;
+    drop_compiled(ctx);
+    st = begin_run(buf, names_len, mem_limit, result_cap, stack_size, seed);
+    if (st >= 0)
+        return st;
+    g_compiled = JS_Eval(ctx, buf + names_len, (size_t)len, "script.js",
+                         JS_EVAL_TYPE_GLOBAL | JS_EVAL_FLAG_ASYNC | JS_EVAL_FLAG_COMPILE_ONLY);
+    if (JS_IsException(g_compiled)) {
+        g_compiled = JS_UNDEFINED;
+        return finish_error(ctx, JS_GetException(ctx), 1);
+    }
+    g_bytecode = keep ? JS_WriteObject(ctx, &size, g_compiled, JS_WRITE_OBJ_BYTECODE) : NULL;
+    if (!g_bytecode) {
+        clear_exception(ctx);
+        size = 0;
+    }
+    g_io.out_ptr = (int32_t)(uintptr_t)g_bytecode;
+    g_io.out_len = (int32_t)size;
+    g_io.mem_used = (int32_t)g_mem_used;
+    return ST_READY;
+}
+
+/* buf holds the tool names (names_len bytes) followed by bytecode from cb_compile
+   (len bytes); the other arguments as cb_eval. READY, or ERROR if it cannot be read. */
+CB_EXPORT("cb_load")
+int32_t cb_load(const char *buf, int32_t names_len, int32_t len, int32_t mem_limit,
+                int32_t result_cap, int32_t stack_size, int64_t seed)
+{
+    JSContext *ctx = g_ctx;
+    JSValue fn;
+    int32_t st;
+    drop_compiled(ctx);
+    st = begin_run(buf, names_len, mem_limit, result_cap, stack_size, seed);
+    if (st >= 0)
+        return st;
+    fn = JS_ReadObject(ctx, (const uint8_t *)buf + names_len, (size_t)len, JS_READ_OBJ_BYTECODE);
+    if (JS_IsException(fn))
+        return finish_error(ctx, JS_GetException(ctx), 0);
+    if (JS_VALUE_GET_TAG(fn) != JS_TAG_FUNCTION_BYTECODE) {
+        JS_FreeValue(ctx, fn);
+        return finish_message("internal", "InternalError", "the bytecode is not a script");
+    }
+    g_compiled = fn;
+    g_io.out_len = 0;
+    g_io.mem_used = (int32_t)g_mem_used;
+    return ST_READY;
+}
+
+/* Run the script cb_compile or cb_load prepared. args_len >= 0: the JSON at `args`
+   (args_len bytes and a NUL) becomes the global `args` first. DONE / ERROR / WAIT as
+   cb_eval. */
+CB_EXPORT("cb_start")
+int32_t cb_start(const char *args, int32_t args_len)
+{
+    JSContext *ctx = g_ctx;
+    JSValue fn = g_compiled, r;
+    g_compiled = JS_UNDEFINED;
+    drop_compiled(ctx);
+    JS_UpdateStackTop(g_rt);
+    if (JS_IsUndefined(fn))
+        return finish_message("internal", "InternalError", "no compiled script to start");
+    if (args_len >= 0) {
+        JSValue v = JS_ParseJSON(ctx, args, (size_t)args_len, "<args>"), global;
+        int ok;
+        if (JS_IsException(v)) {
+            JS_FreeValue(ctx, fn);
+            return finish_error(ctx, JS_GetException(ctx), 0);
+        }
+        global = JS_GetGlobalObject(ctx);
+        ok = JS_DefinePropertyValueStr(ctx, global, "args", v,
+                                       JS_PROP_WRITABLE | JS_PROP_CONFIGURABLE);
+        JS_FreeValue(ctx, global);
+        if (ok < 0) {
+            JS_FreeValue(ctx, fn);
+            return finish_error(ctx, JS_GetException(ctx), 0);
+        }
+    }
+    box_the_result_safely(fn); /* loaded bytecode too: the box is made safe here */
+    r = JS_EvalFunction(ctx, fn);
     if (JS_IsException(r))
         return finish_error(ctx, JS_GetException(ctx), 0);
     g_main = r;

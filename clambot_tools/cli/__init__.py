@@ -5,6 +5,7 @@
     clambot report audit.jsonl [--since 24h] [--check --config sandbox.toml] [--json]
     clambot manifest lock|check|sign|keygen ...     # the binding manifest (bindings.lock)
     clambot mcp --config sandbox.toml [--http 127.0.0.1:8765]   # serve run_js_sandboxed
+    clambot scripts list|show|run|save ...          # saved scripts (see cli/_scripts.py)
 
 `run` prints the RunResult as JSON (or a readable form on a terminal; `--json` forces
 JSON) and exits 0 when the script succeeded, 1 when it failed, 2 on a usage or config
@@ -137,6 +138,15 @@ def _parser(out: Output, err: Output) -> _Parser:
         action="store_true",
         help="with --allow-remote: serve without a bearer token (anyone who can reach it)",
     )
+
+    def make_sub(subparsers: Any, name: str, **kw: Any) -> _Parser:
+        p: _Parser = subparsers.add_parser(name, **kw)
+        p.out, p.err = out, err
+        return p
+
+    from ._scripts import add_parser as add_scripts
+
+    add_scripts(sub, make_sub)
     return parser
 
 
@@ -474,6 +484,12 @@ def main(
             status = _cmd_report(args, out)
         elif args.command == "mcp":
             status = _cmd_mcp(args, err)
+        elif args.command == "scripts":
+            from ._scripts import command as scripts_command
+
+            status = scripts_command(
+                args, stdin, out, err, read_script=_read_script, result_data=_result_data
+            )
         else:
             status = _cmd_manifest(args, out)
         out.flush()

@@ -29,6 +29,9 @@ max_error_rate = 0.02
 min_runs = 100
 max_p95_ms = 2000
 
+[scripts]                 # the saved-script library of `clambot scripts`
+path = "scripts"          # a directory (the default), or: database = "scripts.db"
+
 [manifest]                # the binding manifest runs must match (`clambot manifest`)
 path = "bindings.lock"    # default: bindings.lock beside this file, enforced if it exists
 public_key = "base64 of a raw Ed25519 public key, or PEM"   # then it must be signed
@@ -147,6 +150,11 @@ class ManifestSection(_Section):
     public_key_file: str | list[str] | None = None
 
 
+class ScriptsSection(_Section):
+    path: str | None = None
+    database: str | None = None
+
+
 class SandboxConfig(_Section):
     """The whole file. Unknown sections or keys are errors (a typo must not pass)."""
 
@@ -160,6 +168,7 @@ class SandboxConfig(_Section):
     manifest: ManifestSection | None = None
     #: MCP servers by name, as MCP clients list them (checked by `load_mcp_config`)
     mcp: dict[str, Any] | None = None
+    scripts: ScriptsSection | None = None
 
 
 class Config:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from clambot_tools.render import strip_code_fences
 
 from ._approval import ApprovalInterrupt, langgraph_interrupt_approver
+from ._scripts import SavedScriptTool, SaveScriptTool, save_script_tool, saved_script_tools
 from ._sessions import JSSessionRecord, JSSessionState, merge_js_approvals, merge_js_sessions
 from ._tool import SandboxedJSInput, SandboxedJSTool, SandboxToolError
 
@@ -47,8 +48,12 @@ __all__ = [
     "SandboxToolError",
     "SandboxedJSInput",
     "SandboxedJSTool",
+    "SaveScriptTool",
+    "SavedScriptTool",
     "langgraph_interrupt_approver",
     "merge_js_approvals",
     "merge_js_sessions",
+    "save_script_tool",
+    "saved_script_tools",
     "strip_code_fences",
 ]

@@ -384,8 +384,9 @@ class SandboxedJSTool(BaseTool):
             if task is not None and running is not None:
                 task.leave(running)
 
-    def _sandbox(self, state: RunState, *, use_async: bool) -> Sandbox:
-        """A Sandbox for one run, its bindings and approver bound to `state`."""
+    def _sandbox(self, state: RunState, *, use_async: bool, **extra: Any) -> Sandbox:
+        """A Sandbox for one run, its bindings and approver bound to `state` (`extra`:
+        more Sandbox arguments, e.g. ``scripts``)."""
         bindings, approve = self._run_bindings(state, use_async=use_async)
         policy = self._policy
         if approve is not None:
@@ -396,6 +397,7 @@ class SandboxedJSTool(BaseTool):
             policy=policy,
             audit=self._audit,
             result_shapes=self._shapes or False,
+            **extra,
         )
 
     def _respond(self, state: RunState, script: str, result: RunResult) -> tuple[str, RunResult]:

@@ -16,6 +16,7 @@ from .base import (
     binding_from_tool,
 )
 from .formatting import DEFAULT_MAX_CHARS, cap, format_run_result, strip_code_fences
+from .scripts import SavedScriptTool, save_script_tool, saved_script_tools
 from .tracing import ScriptToolCall, ScriptToolCallResult
 
 #: this distribution's version (llama-index-tools-clambot), as in its metadata
@@ -27,11 +28,14 @@ __all__ = [
     "ClamBotTool",
     "ClamBotToolSpec",
     "RunJsSandboxedArgs",
+    "SavedScriptTool",
     "ScriptToolCall",
     "ScriptToolCallResult",
     "ToolCallError",
     "binding_from_tool",
     "cap",
     "format_run_result",
+    "save_script_tool",
+    "saved_script_tools",
     "strip_code_fences",
 ]
