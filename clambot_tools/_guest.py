@@ -409,9 +409,10 @@ class Guest:
         if not buf:
             raise GuestTrap("memory", "no room for the script in guest memory")
         self.write(buf, names + code + b"\0")
-        return self.outcome(
-            self.call("cb_eval", buf, len(names), len(code), mem_limit, result_cap, stack, seed)
-        )
+        state = self.call("cb_eval", buf, len(names), len(code), mem_limit, result_cap, stack, seed)
+        out = self.outcome(state)
+        self.call("cb_free", buf, quick=True)  # compiled: a session must not keep every source
+        return out
 
     def compile(
         self,

@@ -199,6 +199,10 @@ class Job:
             guest = self.host.acquire()  # a session's lock is taken here: the clock starts after
         except GuestTrap as exc:
             return self._finish(Ending("trap", trap=exc.kind, detail=exc.detail), report)
+        except BaseException as exc:  # a closed session: the caller gets the error
+            if self.trace is not None:
+                self.trace.refused(str(exc))
+            raise
         deadline = time.monotonic() + limits.timeout_s
         calls = Dispatcher(
             self.setup, code=self.code, run_id=self.run_id, deadline=deadline, loop=self.loop

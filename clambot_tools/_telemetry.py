@@ -158,6 +158,15 @@ class RunTrace:
             )
             self._parent = trace.set_span_in_context(self._span)
 
+    def refused(self, reason: str) -> None:
+        """The run never started (its session was closed): end the span, say why."""
+        span, self._span = self._span, None
+        if span is not None:
+            if span.is_recording():
+                span.set_attribute("clambot.run.outcome", "refused")
+                span.set_status(self._inst.trace.StatusCode.ERROR, reason)
+            span.end()
+
     def call(self, name: str, description: str, call_id: int) -> CallTrace:
         """A tool call the policy let through starts now (on the run's thread)."""
         span = None

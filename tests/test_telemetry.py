@@ -139,6 +139,17 @@ def test_session_runs_carry_the_session_and_sandbox_ids(otel: Capture) -> None:
     assert len({r.attributes["clambot.run.id"] for r in runs}) == 4
 
 
+def test_a_run_refused_by_a_closed_session_still_ends_its_span(otel: Capture) -> None:
+    from clambot_tools import SessionClosedError
+
+    s = Sandbox().session()
+    s.close()
+    with pytest.raises(SessionClosedError):
+        s.run("1")
+    (run,) = otel.named("clambot.run")
+    assert run.attributes["clambot.run.outcome"] == "refused"
+
+
 SECRET = "s3cr3t-7f1c"
 
 
